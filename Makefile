@@ -1,0 +1,26 @@
+# The two commands a fresh machine needs are `make run` and `make test`;
+# each runs `make setup` first (idempotent).
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= mobilefacenet
+
+.PHONY: help setup run test lint
+help:
+	@echo "make run    - set up, then run the main job on the default model ($(MODEL))"
+	@echo "make test   - set up, then run the whole test suite"
+	@echo "make setup  - create $(VENV) and install mfn-deploy with its test extras"
+	@echo "make lint   - ruff check and format check"
+
+setup:
+	@tools/setup.sh
+
+run: setup
+	$(BIN)/mfn-deploy info
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks

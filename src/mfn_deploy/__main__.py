@@ -1,0 +1,3 @@
+from mfn_deploy.cli import main
+
+main()
