@@ -17,6 +17,7 @@ setup:
 
 run: setup
 	$(BIN)/mfn-deploy info
+	$(BIN)/mfn-deploy export --model $(MODEL) --out models/$(MODEL) --fp16 --force
 
 test: setup
 	$(BIN)/python -m pytest

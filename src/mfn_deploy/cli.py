@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from mfn_deploy import __version__
 from mfn_deploy.errors import MfnError
+from mfn_deploy.onnx_export import DEFAULT_OPSET
 
 T = TypeVar("T")
 
@@ -40,6 +42,16 @@ class Settings:
                 file=sys.stderr,
                 disable=True if self.quiet else None,  # None: only when stderr is a TTY
             )
+        )
+
+    def bar(self, total: int, desc: str) -> tqdm:
+        return tqdm(
+            total=total,
+            desc=desc,
+            leave=False,
+            file=sys.stderr,
+            disable=True if self.quiet else None,
+            bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]",
         )
 
 
@@ -98,6 +110,120 @@ def info(settings: Settings, as_json: bool) -> None:
         for s in stats
     ]
     click.echo(_format_table(rows, header))
+
+
+def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HxW, e.g. 112x96") from None
+    return h, w
+
+
+@cli.command()
+@click.option("--model", "model", metavar="NAME", help="Registered network (see `info`).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A state_dict or mfn-deploy checkpoint (loaded weights-only).",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Start from an existing ONNX face model; the torch stages are skipped.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--fp16/--no-fp16", default=False, help="Also write an fp16 NCNN pair.")
+@click.option("--batch-dynamic", is_flag=True, help="Dynamic batch axis in the ONNX files.")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option(
+    "--input-size",
+    callback=_parse_size,
+    metavar="HxW",
+    help="Input size other than the network's own (GDConv kernel is re-derived).",
+)
+@click.option("--random-inputs", default=8, show_default=True, help="Seeded parity inputs.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.pass_obj
+def export(
+    settings: Settings,
+    model: str | None,
+    checkpoint: Path | None,
+    onnx_path: Path | None,
+    out: Path,
+    fp16: bool,
+    batch_dynamic: bool,
+    opset: int,
+    input_size: tuple[int, int] | None,
+    random_inputs: int,
+    force: bool,
+) -> None:
+    """Fold, export to ONNX, simplify, convert to NCNN and check parity into --out.
+
+    Every stage is compared with the torch reference on seeded random inputs and
+    on real photos; the export appears in --out only if all stages pass.
+    """
+    from mfn_deploy.parity import format_table
+    from mfn_deploy.pipeline import ExportOptions, ParityError
+    from mfn_deploy.pipeline import export as run_export
+
+    opts = ExportOptions(
+        out=out,
+        model=model,
+        checkpoint=checkpoint,
+        onnx=onnx_path,
+        fp16=fp16,
+        batch_dynamic=batch_dynamic,
+        opset=opset,
+        input_size=input_size,
+        force=force,
+        n_random=random_inputs,
+    )
+    with settings.bar(total=6, desc="export") as bar:
+
+        def on_stage(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(0 if name == "source" else 1)
+
+        try:
+            result = run_export(opts, on_stage)
+        except ParityError as e:
+            bar.close()
+            click.echo(format_table(e.report))
+            raise
+    m = result.manifest
+    if not settings.quiet:
+        click.echo(format_table(result.parity))
+        click.echo()
+        if m["source"]["kind"] == "default":
+            click.echo(f"note: {m['source']['note']}")
+        for meta in m["artifacts"].values():
+            click.echo(f"  {meta['file']:<36} {meta['bytes'] / 1e6:7.2f} MB")
+        total = sum(result.timings.values())
+        click.echo(f"exported {m['model']} to {out} in {total:.1f} s")
+
+
+@cli.command()
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--random-inputs", default=8, show_default=True, help="Seeded parity inputs.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
+def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> None:
+    """Re-run the parity gates on an existing export (read-only).
+
+    Verifies every artifact against the manifest's sha256, then compares every
+    stage with the reference as `export` does. Exits non-zero on any failure.
+    """
+    from mfn_deploy.parity import format_table
+    from mfn_deploy.pipeline import check as run_check
+
+    report = run_check(export_dir, n_random=random_inputs, seed=seed)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
+    if not report.ok:
+        raise MfnError(f"{export_dir}: parity failed, first broken stage: {report.blamed}")
 
 
 def main(argv: list[str] | None = None) -> None:

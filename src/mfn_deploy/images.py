@@ -1,0 +1,73 @@
+"""Real images and the one preprocessing every backend shares.
+
+Until the face pipeline aligns faces, parity runs on natural photos that ship
+inside scikit-image (read straight from its data folder: no download, no import
+of skimage itself), centre-cropped to the network's aspect ratio.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mfn_deploy.errors import MfnError
+from mfn_deploy.models import InputSpec
+
+SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+
+
+def sample_photos() -> list[Path]:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise MfnError("scikit-image is not installed; it provides the sample photos")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    paths = [data / name for name in SAMPLE_PHOTOS]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise MfnError(f"{missing[0]}: sample photo missing from scikit-image")
+    return paths
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An 8-bit BGR image, or a one-line error naming the file."""
+    if not path.is_file():
+        raise MfnError(f"{path}: image file not found")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise MfnError(f"{path}: not an image OpenCV can read")
+    return img
+
+
+def center_crop_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    ih, iw = img.shape[:2]
+    scale = min(ih / h, iw / w)
+    ch, cw = round(h * scale), round(w * scale)
+    y, x = (ih - ch) // 2, (iw - cw) // 2
+    crop = img[y : y + ch, x : x + cw]
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def normalize(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """HxWx3 BGR uint8 at the network's size -> 3xHxW float32, RGB, (x - mean) * scale."""
+    if img_bgr.shape[:2] != spec.size:
+        raise ValueError(f"image is {img_bgr.shape[:2]}, network expects {spec.size}")
+    rgb = img_bgr[:, :, ::-1].astype(np.float32)
+    return np.ascontiguousarray(((rgb - spec.mean) * spec.scale).transpose(2, 0, 1))
+
+
+def photo_inputs(spec: InputSpec, paths: list[Path] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(N, 3, H, W) float32 network inputs from photos, and their file names."""
+    paths = paths if paths is not None else sample_photos()
+    batch = [normalize(center_crop_resize(load_image(p), spec.size), spec) for p in paths]
+    return np.stack(batch), [p.name for p in paths]
+
+
+def random_inputs(spec: InputSpec, n: int, seed: int) -> np.ndarray:
+    """Seeded inputs spanning the normalised range of 8-bit pixels."""
+    lo, hi = (0 - spec.mean) * spec.scale, (255 - spec.mean) * spec.scale
+    rng = np.random.default_rng(seed)
+    return rng.uniform(lo, hi, size=(n, 3, *spec.size)).astype(np.float32)
