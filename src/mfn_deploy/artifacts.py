@@ -45,6 +45,14 @@ class ArtifactNames:
     parity = "parity.json"
 
 
+def cache_root() -> Path:
+    """Where builds and derived exports are cached: $MFN_DEPLOY_CACHE, else XDG's cache."""
+    if os.environ.get("MFN_DEPLOY_CACHE"):
+        return Path(os.environ["MFN_DEPLOY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mfn-deploy"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

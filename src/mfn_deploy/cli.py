@@ -226,6 +226,261 @@ def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> Non
         raise MfnError(f"{export_dir}: parity failed, first broken stage: {report.blamed}")
 
 
+# --- face pipeline -------------------------------------------------------------------
+
+
+def _detector_options(f):
+    f = click.option(
+        "--detector",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="MTCNN export (export-detector); default: exported once into the cache.",
+    )(f)
+    f = click.option(
+        "--min-face-size", default=20, show_default=True, help="Smallest face in pixels."
+    )(f)
+    return click.option(
+        "--thresholds",
+        default="0.6,0.7,0.7",
+        show_default=True,
+        help="P-, R-, O-Net score thresholds.",
+    )(f)
+
+
+def _detector_config(min_face_size: int, thresholds: str):
+    from mfn_deploy.face.detect import DetectorConfig
+
+    try:
+        t = tuple(float(v) for v in thresholds.split(","))
+    except ValueError:
+        t = ()
+    if len(t) != 3 or not all(0 <= v <= 1 for v in t):
+        raise click.BadParameter(f"{thresholds!r} is not three numbers in [0, 1]")
+    if min_face_size < 12:
+        raise click.BadParameter(f"--min-face-size {min_face_size} is below P-Net's 12 pixels")
+    return DetectorConfig(min_face_size=min_face_size, thresholds=t)
+
+
+_BACKEND = click.Choice(["torch", "onnx", "ncnn"])
+
+
+@cli.command("export-detector")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.pass_obj
+def export_detector_cmd(settings: Settings, out: Path, force: bool) -> None:
+    """Export MTCNN (P-, R-, O-Net) to ONNX and NCNN with parity gates.
+
+    P-Net keeps dynamic height and width; R-Net and O-Net a dynamic batch.
+    The pretrained weights come from the facenet-pytorch wheel (sha256 pinned).
+    """
+    from mfn_deploy.face.detector_export import export_detector
+
+    with settings.bar(total=3, desc="export-detector") as bar:
+        manifest = export_detector(out, force=force, on_stage=bar.set_postfix_str)
+    for name, net in manifest["nets"].items():
+        click.echo(f"{name}: parity cos min {net['parity_cos_min']:.7f} (torch vs ncnn and onnx)")
+    click.echo(f"exported MTCNN to {out}")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--backend", type=_BACKEND, default="torch", show_default=True)
+@_detector_options
+@click.option("--json", "as_json", is_flag=True, help="Print faces as JSON.")
+@click.option("--draw", type=click.Path(path_type=Path), help="Write the image with faces drawn.")
+def detect(
+    image: Path,
+    backend: str,
+    detector: Path | None,
+    min_face_size: int,
+    thresholds: str,
+    as_json: bool,
+    draw: Path | None,
+) -> None:
+    """Detect faces and five landmarks (eyes, nose tip, mouth corners) with MTCNN."""
+    import cv2
+
+    from mfn_deploy.face.detect import detect as run_detect
+    from mfn_deploy.face.detect import draw as draw_faces
+    from mfn_deploy.images import load_image
+    from mfn_deploy.runtime import detector_nets
+
+    cfg = _detector_config(min_face_size, thresholds)
+    img = load_image(image)
+    faces = run_detect(img, detector_nets(backend, detector), cfg)
+    if as_json:
+        click.echo(
+            json.dumps({"file": str(image), "faces": [f.to_dict() for f in faces]}, indent=2)
+        )
+    else:
+        for i, f in enumerate(faces):
+            d = f.to_dict()
+            click.echo(
+                f"face {i}: box {d['box']} score {d['score']:.4f} landmarks {d['landmarks']}"
+            )
+    if draw is not None:
+        tmp = draw.with_name(f".{draw.name}.tmp{draw.suffix}")
+        if not cv2.imwrite(str(tmp), draw_faces(img, faces)):
+            raise MfnError(f"{draw}: cannot write image (unknown extension or unwritable folder)")
+        tmp.replace(draw)
+    if not faces:
+        raise MfnError(f"{image}: no face found")
+
+
+def _report_failures(failures: dict[str, str], total: int) -> None:
+    for path, problem in failures.items():
+        click.echo(f"error: {path}: {problem}", err=True)
+    if failures:
+        raise MfnError(f"{len(failures)} of {total} images failed")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--backend", type=_BACKEND, default="ncnn", show_default=True)
+@_detector_options
+@click.option("--npy", type=click.Path(path_type=Path), help="Also write (N, D) float32 .npy.")
+def embed(
+    images: tuple[Path, ...],
+    export_dir: Path,
+    backend: str,
+    detector: Path | None,
+    min_face_size: int,
+    thresholds: str,
+    npy: Path | None,
+) -> None:
+    """Aligned, L2-normalised embedding of every face in every image, as JSON.
+
+    With --npy the embeddings are also written as one (N, D) array whose rows
+    follow the JSON's order.
+    """
+    import numpy as np
+
+    from mfn_deploy.face.verify import FacePipeline
+
+    pipe = FacePipeline(export_dir, backend, detector, _detector_config(min_face_size, thresholds))
+    rows, failures = [], {}
+    for path in images:
+        try:
+            found = pipe.embed_all(path)
+        except MfnError as e:
+            failures[str(path)] = str(e).removeprefix(f"{path}: ")
+            continue
+        if not found:
+            failures[str(path)] = "no face found"
+        for i, ef in enumerate(found):
+            rows.append(
+                {"file": str(path), "face": i, **ef.face.to_dict(), "embedding": ef.embedding}
+            )
+    click.echo(
+        json.dumps(
+            [r | {"embedding": [round(float(v), 6) for v in r["embedding"]]} for r in rows],
+            indent=1,
+        )
+    )
+    if npy is not None and rows:
+        tmp = npy.with_name(f".{npy.name}.tmp.npy")
+        np.save(tmp, np.stack([r["embedding"] for r in rows]).astype(np.float32))
+        tmp.replace(npy)
+    _report_failures(failures, len(images))
+
+
+@cli.command()
+@click.argument("image1", type=click.Path(path_type=Path))
+@click.argument("image2", type=click.Path(path_type=Path))
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--backend", type=_BACKEND, default="ncnn", show_default=True)
+@_detector_options
+@click.option("--threshold", default=0.4, show_default=True, help="Cosine threshold for 'same'.")
+@click.option("--json", "as_json", is_flag=True)
+def compare(
+    image1: Path,
+    image2: Path,
+    export_dir: Path,
+    backend: str,
+    detector: Path | None,
+    min_face_size: int,
+    thresholds: str,
+    threshold: float,
+    as_json: bool,
+) -> None:
+    """Cosine similarity of the largest face in each image, and the decision.
+
+    Calibrate --threshold with `evaluate` on your own weights; with the untrained
+    default weights no threshold means anything.
+    """
+    from mfn_deploy.face.verify import FacePipeline, cosine
+
+    pipe = FacePipeline(export_dir, backend, detector, _detector_config(min_face_size, thresholds))
+    found, failures = {}, {}
+    for path in (image1, image2):
+        try:
+            found[path] = pipe.embed_main_face(path)
+        except MfnError as e:
+            failures[str(path)] = str(e).removeprefix(f"{path}: ")
+    _report_failures(failures, 2)
+    sim = cosine(found[image1].embedding, found[image2].embedding)
+    same = sim >= threshold
+    if as_json:
+        click.echo(json.dumps({"similarity": sim, "threshold": threshold, "same": same}))
+    else:
+        click.echo(
+            f"similarity {sim:.4f} (threshold {threshold}): {'same' if same else 'different'}"
+        )
+
+
+@cli.command()
+@click.option("--pairs", required=True, type=click.Path(path_type=Path), help="LFW pairs.txt.")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Image root.")
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--backend", "backends", type=_BACKEND, multiple=True, help="Repeatable.")
+@_detector_options
+@click.option("--roc", "roc_png", type=click.Path(path_type=Path), help="Write the ROC PNG.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report.")
+def evaluate(
+    pairs: Path,
+    root: Path,
+    export_dir: Path,
+    backends: tuple[str, ...],
+    detector: Path | None,
+    min_face_size: int,
+    thresholds: str,
+    roc_png: Path | None,
+    json_out: Path | None,
+) -> None:
+    """LFW protocol: 10-fold accuracy, TAR at FAR 1e-3/1e-4, ROC, decision flips.
+
+    Each fold's threshold is chosen on the other nine. With several --backend,
+    every backend is also judged with the first backend's thresholds and the
+    number of flipped verify/reject decisions is reported.
+    """
+    import numpy as np
+
+    from mfn_deploy.artifacts import write_json
+    from mfn_deploy.evaluate import evaluate as run_eval
+    from mfn_deploy.evaluate import format_report, load_pairs, plot_roc
+    from mfn_deploy.face.verify import FacePipeline
+
+    cfg = _detector_config(min_face_size, thresholds)
+    pair_list = load_pairs(pairs, root)
+    embedders = {}
+    for b in backends or ("ncnn",):
+        pipe = FacePipeline(export_dir, b, detector, cfg)
+        embedders[b] = lambda p, pipe=pipe: pipe.embed_main_face(p).embedding
+    report = run_eval(pair_list, embedders)
+    click.echo(format_report(report))
+    if roc_png is not None:
+        usable = [
+            p
+            for p in pair_list
+            if str(p.a) not in report.failures and str(p.b) not in report.failures
+        ]
+        plot_roc(report, np.array([p.same for p in usable]), roc_png)
+    if json_out is not None:
+        write_json(json_out, report.to_dict())
+    _report_failures(report.failures, len({p.a for p in pair_list} | {p.b for p in pair_list}))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)

@@ -1,8 +1,8 @@
 """Real images and the one preprocessing every backend shares.
 
-Until the face pipeline aligns faces, parity runs on natural photos that ship
-inside scikit-image (read straight from its data folder: no download, no import
-of skimage itself), centre-cropped to the network's aspect ratio.
+Sample photos ship inside scikit-image and are read straight from its data
+folder (no download, no import of skimage itself). The embedder's parity runs on
+aligned faces (``face_inputs``); the detector's on whole photos.
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ from mfn_deploy.models import InputSpec
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 
-def sample_photos() -> list[Path]:
-    spec = importlib.util.find_spec("skimage")
+def skimage_data_dir() -> Path:
+    spec = importlib.util.find_spec("skimage")  # locates without importing
     if spec is None or not spec.submodule_search_locations:
         raise MfnError("scikit-image is not installed; it provides the sample photos")
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def sample_photos() -> list[Path]:
+    data = skimage_data_dir()
     paths = [data / name for name in SAMPLE_PHOTOS]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -71,3 +75,13 @@ def random_inputs(spec: InputSpec, n: int, seed: int) -> np.ndarray:
     lo, hi = (0 - spec.mean) * spec.scale, (255 - spec.mean) * spec.scale
     rng = np.random.default_rng(seed)
     return rng.uniform(lo, hi, size=(n, 3, *spec.size)).astype(np.float32)
+
+
+def face_inputs(spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+    """(N, 3, H, W) inputs from the bundled sample faces, detected and aligned."""
+    from mfn_deploy.face.align import aligned_input
+    from mfn_deploy.face.samples import sample_faces
+
+    faces = sample_faces()
+    batch = [aligned_input(img, marks, spec) for _, img, marks in faces]
+    return np.stack(batch), [name for name, _, _ in faces]

@@ -33,13 +33,17 @@ def export_onnx(
     path: Path,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
+    dynamic_hw: bool = False,
 ) -> OnnxReport:
+    """Export ``model`` taking (N, 3, H, W); ``dynamic_hw`` for fully convolutional nets."""
     if opset not in SUPPORTED_OPSETS:
         raise MfnError(
             f"opset {opset} is not supported; use {SUPPORTED_OPSETS.start}.."
             f"{SUPPORTED_OPSETS.stop - 1}"
         )
     x = torch.zeros(1, 3, *size)
+    axes = {0: "N"} if dynamic_batch else {}
+    axes |= {2: "H", 3: "W"} if dynamic_hw else {}
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is deprecated in favour of dynamo.
         # We keep it on purpose: it emits a plain static graph that pnnx converts
@@ -53,7 +57,7 @@ def export_onnx(
             opset_version=opset,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}} if dynamic_batch else None,
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if axes else None,
             do_constant_folding=True,
         )
     proto = onnx.load(str(path))

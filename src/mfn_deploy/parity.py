@@ -160,12 +160,12 @@ def torch_runner(model) -> Runner:
     return run
 
 
-def onnx_runner(path: Path) -> Runner:
+def onnx_runner(path: Path, optimize: bool = False) -> Runner:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    # The reference path is deliberately unoptimised, like onnxsim's checker.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not optimize:  # parity's reference path is deliberately unoptimised, like onnxsim's
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     static_batch = isinstance(inp.shape[0], int)
@@ -180,7 +180,10 @@ def onnx_runner(path: Path) -> Runner:
     return run
 
 
-def ncnn_runner(param: Path, binary: Path, blobs: dict, fp16: bool = False) -> Runner:
+def ncnn_runner(
+    param: Path, binary: Path, blobs: dict, fp16: bool = False, keep_shape: bool = False
+) -> Runner:
+    """ncnn on one image at a time; outputs flattened to (N, D) unless ``keep_shape``."""
     import ncnn
 
     net = ncnn.Net()
@@ -201,7 +204,8 @@ def ncnn_runner(param: Path, binary: Path, blobs: dict, fp16: bool = False) -> R
             with net.create_extractor() as ex:
                 ex.input(in_blob, ncnn.Mat(np.ascontiguousarray(sample)).clone())
                 _, out = ex.extract(out_blob)
-                outs.append(np.array(out).reshape(-1))
+                arr = np.array(out)
+                outs.append(arr if keep_shape else arr.reshape(-1))
         return np.stack(outs)
 
     # Keep the net alive as long as the runner.

@@ -25,7 +25,7 @@ from mfn_deploy.artifacts import ArtifactNames, describe, sha256_of, staged_dire
 from mfn_deploy.convert import convert_to_ncnn
 from mfn_deploy.errors import MfnError
 from mfn_deploy.fold import fold_batchnorm, save_folded
-from mfn_deploy.images import photo_inputs, random_inputs
+from mfn_deploy.images import face_inputs, random_inputs
 from mfn_deploy.models import FaceModel, InputSpec, check_input_size, create, get_spec
 from mfn_deploy.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
 from mfn_deploy.parity import (
@@ -63,7 +63,6 @@ class ExportOptions:
     force: bool = False
     n_random: int = 8
     seed: int = 0
-    photos: list[Path] | None = None  # None: the built-in sample photos
 
 
 @dataclass
@@ -102,11 +101,14 @@ def _onnx_input_size(path: Path, proto) -> tuple[int, int]:
 
 
 def _input_sets(spec: InputSpec, opts: ExportOptions) -> tuple[dict[str, np.ndarray], dict]:
-    photos, photo_names = photo_inputs(spec, opts.photos)
-    sets = {"random": random_inputs(spec, opts.n_random, opts.seed), "photos": photos}
+    faces, face_names = face_inputs(spec)
+    sets = {"random": random_inputs(spec, opts.n_random, opts.seed), "faces": faces}
     info = {
         "random": {"n": opts.n_random, "seed": opts.seed, "distribution": "uniform, 8-bit range"},
-        "photos": {"files": photo_names, "preprocessing": "centre crop, resize, RGB, normalise"},
+        "faces": {
+            "files": face_names,
+            "preprocessing": "MTCNN (torch), five-point alignment, RGB, normalise",
+        },
     }
     return sets, info
 

