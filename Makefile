@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= mobilefacenet
 
-.PHONY: help setup run test lint
+.PHONY: help setup native run test lint
 help:
 	@echo "make run    - set up, then run the main job on the default model ($(MODEL))"
 	@echo "make test   - set up, then run the whole test suite"
 	@echo "make setup  - create $(VENV) and install mfn-deploy with its test extras"
+	@echo "make native - build ncnn from source and the mfn-bench runner (host, arm64, armv7)"
 	@echo "make lint   - ruff check and format check"
 
 setup:
@@ -19,8 +20,13 @@ run: setup
 	$(BIN)/mfn-deploy info
 	$(BIN)/mfn-deploy export --model $(MODEL) --out models/$(MODEL) --fp16 --force
 
-test: setup
-	$(BIN)/python -m pytest
+# ncnn builds are cached in ~/.cache/mfn-deploy: minutes cold, seconds warm.
+native: setup
+	$(BIN)/python tools/build_native.py
+
+# MFN_REQUIRE_NATIVE turns "runner not built" skips into failures: here it is built.
+test: setup native
+	MFN_REQUIRE_NATIVE=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check src tests tools benchmarks

@@ -1,0 +1,102 @@
+"""The native mfn-bench runner (src/native/mfn_bench.cpp), seen from Python.
+
+``make native`` (tools/build_native.py) builds it to build/native/<abi>/mfn-bench.
+This module finds those binaries and builds the runner's argument list, so the
+host benchmark, the adb benchmark and the tests call the runner one way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mfn_deploy.errors import MfnError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+BUILD = REPO_ROOT / "build" / "native"
+TARGETS = ("host", "arm64-v8a", "armeabi-v7a")
+EMULATORS = {"arm64-v8a": "qemu-aarch64", "armeabi-v7a": "qemu-arm"}
+# The CPU qemu emulates by default: ARMv8.0 like the paper's Snapdragon 820 (Kryo),
+# so, as there, ncnn finds no fp16 arithmetic and "--fp16 on" means fp16 storage.
+# "cortex-a76" (ARMv8.2) enables fp16 arithmetic, as on newer phones.
+DEFAULT_CPU = {"arm64-v8a": "cortex-a57", "armeabi-v7a": "cortex-a15"}
+
+
+def runner_path(target: str) -> Path:
+    path = BUILD / target / "mfn-bench"
+    if not path.is_file():
+        raise MfnError(f"{path}: runner not built; run `make native`")
+    return path
+
+
+def local_command(target: str, cpu: str | None = None) -> list[str]:
+    """How to start the runner on this machine (ARM builds under qemu-user)."""
+    path = runner_path(target)
+    if target == "host":
+        return [str(path)]
+    emulator = shutil.which(EMULATORS[target])
+    if emulator is None:
+        raise MfnError(f"{EMULATORS[target]} not found; apt-get install -y qemu-user")
+    return [emulator, "-cpu", cpu or DEFAULT_CPU[target], str(path)]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    threads: int = 4
+    powersave: int = 0
+    warmup: int = 3
+    loops: int = 10
+    cooldown: float = 0.0
+    fp16: bool = False
+
+    def args(self) -> list[str]:
+        return [
+            "--threads", str(self.threads),
+            "--powersave", str(self.powersave),
+            "--warmup", str(self.warmup),
+            "--loops", str(self.loops),
+            "--cooldown", f"{self.cooldown:g}",
+            "--fp16", "on" if self.fp16 else "off",
+        ]  # fmt: skip
+
+
+def runner_args(
+    param: str,
+    binary: str,
+    shape: tuple[int, int, int],
+    options: RunnerOptions,
+    input_file: str | None = None,
+    dump: str | None = None,
+) -> list[str]:
+    """Arguments after the executable; paths are strings because they may be on a phone."""
+    w, h, c = shape
+    args = ["--param", param, "--bin", binary, "--shape", f"{w},{h},{c}", *options.args()]
+    if input_file is not None:
+        args += ["--input", input_file]
+    if dump is not None:
+        args += ["--dump", dump]
+    return args
+
+
+def parse_output(proc: subprocess.CompletedProcess, what: str) -> dict:
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise MfnError(f"{what}: runner failed (exit {proc.returncode}): {last}")
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise MfnError(f"{what}: runner printed no JSON: {proc.stdout[:200]!r}") from None
+
+
+def write_input(x: np.ndarray, path: Path) -> None:
+    """One CHW float32 image as the runner's raw little-endian input file."""
+    np.ascontiguousarray(x, dtype="<f4").tofile(path)
+
+
+def read_dump(path: Path) -> np.ndarray:
+    return np.fromfile(path, dtype="<f4")
