@@ -481,6 +481,129 @@ def evaluate(
     _report_failures(report.failures, len({p.a for p in pair_list} | {p.b for p in pair_list}))
 
 
+def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of iterations") from None
+
+
+# The defaults are the paper's recipe, the same values as mfn_deploy.train's
+# TrainConfig (a test keeps the two equal); spelled out so --help stays instant.
+@cli.command("train")
+@click.option("--model", required=True, metavar="NAME", help="Registered network (see `info`).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Image folder (a sub-folder per identity), train.rec, or a folder with train.rec/.idx.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Run dir (new, or --resume)."
+)
+@click.option("--batch", default=512, show_default=True, help="Global batch, split over processes.")
+@click.option("--iters", default=60000, show_default=True, help="Training iterations.")
+@click.option("--lr", default=0.1, show_default=True, help="Initial learning rate.")
+@click.option(
+    "--milestones",
+    default="36000,52000,58000",
+    show_default=True,
+    callback=_parse_milestones,
+    help="Iterations after which the learning rate is divided by 10.",
+)
+@click.option(
+    "--val",
+    "val_pairs",
+    type=click.Path(path_type=Path),
+    help="LFW pairs.txt to validate on (needs the face pipeline).",
+)
+@click.option("--val-root", type=click.Path(path_type=Path), help="Images of --val [its folder].")
+@click.option("--val-every", default=2000, show_default=True, help="Validate every N iterations.")
+@click.option("--ckpt-every", default=5000, show_default=True, help="Checkpoint every N.")
+@click.option("--log-every", default=20, show_default=True, help="Log every N iterations.")
+@click.option("--workers", default=4, show_default=True, help="Data loader processes per GPU.")
+@click.option("--seed", default=0, show_default=True, help="Seed of weights, order and flips.")
+@click.option("--device", help="cpu, cuda or cuda:N [CUDA when available].")
+@click.option("--align", is_flag=True, help="Detect and align faces in photos not at input size.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--amp", is_flag=True, help="Mixed precision (float16 on GPU, bfloat16 on CPU).")
+@click.pass_obj
+def train_cmd(
+    settings: Settings,
+    model: str,
+    data: Path,
+    out: Path,
+    batch: int,
+    iters: int,
+    lr: float,
+    milestones: tuple[int, ...],
+    val_pairs: Path | None,
+    val_root: Path | None,
+    val_every: int,
+    ckpt_every: int,
+    log_every: int,
+    workers: int,
+    seed: int,
+    device: str | None,
+    align: bool,
+    resume: bool,
+    amp: bool,
+) -> None:
+    """Train with ArcFace (s=64, m=0.5) and the MobileFaceNet recipe into --out.
+
+    One CPU or GPU, or every GPU with torchrun (DistributedDataParallel):
+    `torchrun --standalone --nproc-per-node 8 -m mfn_deploy train ...`.
+    Writes log.jsonl, checkpoint-<iter>.pt and final.pt, which `export
+    --checkpoint` reads directly.
+    """
+    from mfn_deploy.train import TrainConfig
+    from mfn_deploy.train import train as run_train
+    from mfn_deploy.train.validation import pairs_validator
+
+    validate = pairs_validator(val_pairs, val_root) if val_pairs is not None else None
+    config = TrainConfig(
+        model=model,
+        data=data,
+        out=out,
+        batch=batch,
+        iters=iters,
+        lr=lr,
+        milestones=milestones,
+        val_every=val_every,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        workers=workers,
+        seed=seed,
+        device=device,
+        align=align,
+        resume=resume,
+        amp=amp,
+    )
+    result = run_train(config, validate=validate, progress=not settings.quiet)
+    if result is None:  # a torchrun process other than rank 0: it reports nothing
+        return
+    procs = f"{result.world_size} processes" if result.world_size > 1 else "1 process"
+    if result.replicas_in_sync is not None:
+        procs += ", replicas in sync" if result.replicas_in_sync else ", REPLICAS DIFFER"
+    click.echo(
+        f"trained {model}: iterations {result.start_iteration} -> {result.iterations} "
+        f"in {result.seconds:.1f} s ({procs})"
+    )
+    if result.loss is not None:
+        click.echo(
+            f"  loss {result.loss:.4f}  accuracy {result.accuracy:.4f}  "
+            f"{result.images_per_s:.0f} images/s  unusable images {result.bad_images}"
+        )
+    if result.validation:
+        v = result.validation
+        click.echo(
+            f"  validation on {v['set']}: accuracy {v['accuracy']:.4f} +- {v['accuracy_std']:.4f}"
+        )
+    click.echo(f"  checkpoint {result.checkpoint}")
+    if result.replicas_in_sync is False:
+        raise MfnError(f"{out}: processes ended with different weights; do not trust this run")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)
