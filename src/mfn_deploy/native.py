@@ -100,3 +100,62 @@ def write_input(x: np.ndarray, path: Path) -> None:
 
 def read_dump(path: Path) -> np.ndarray:
     return np.fromfile(path, dtype="<f4")
+
+
+# --- deterministic ARM cost: guest instructions counted by a qemu TCG plugin -----------
+
+PLUGIN_SOURCE = REPO_ROOT / "tools" / "qemu_insn_plugin.c"
+
+
+def insn_plugin() -> Path:
+    """tools/qemu_insn_plugin.c compiled next to the runners (rebuilt when it changes)."""
+    out = BUILD / "qemu_insn_plugin.so"
+    if out.is_file() and out.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MfnError(f"{PLUGIN_SOURCE}: gcc failed: {proc.stderr.strip()[-300:]}")
+    tmp.replace(out)
+    return out
+
+
+def guest_instructions(target: str, args: list[str], cpu: str | None = None) -> int:
+    """Guest instructions executed by one runner invocation under qemu-user."""
+    import os
+    import tempfile
+
+    cmd = local_command(target, cpu)
+    with tempfile.TemporaryDirectory() as tmp:
+        count = Path(tmp) / "insns.txt"
+        cmd[1:1] = ["-plugin", f"{insn_plugin()},outfile={count}"]
+        # Spinning OpenMP workers would add a timing-dependent number of instructions.
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        proc = subprocess.run([*cmd, *args], check=False, capture_output=True, text=True, env=env)
+        parse_output(proc, f"{target} under qemu")
+        return int(count.read_text().split()[1])
+
+
+def instructions_per_inference(
+    target: str,
+    param: str,
+    binary: str,
+    shape: tuple[int, int, int],
+    fp16: bool = False,
+    cpu: str | None = None,
+    extra_runs: int = 2,
+) -> float:
+    """(count with 1 + extra warm-up runs - count with 1) / extra, one thread.
+
+    Both invocations load the model, run once, print and exit; the difference is
+    exactly ``extra_runs`` inferences, with start-up, loading and timing output
+    cancelled out. Deterministic to a few instructions per inference.
+    """
+
+    def count(warmup: int) -> int:
+        opts = RunnerOptions(threads=1, warmup=warmup, loops=0, fp16=fp16)
+        return guest_instructions(target, runner_args(param, binary, shape, opts), cpu)
+
+    return (count(1 + extra_runs) - count(1)) / extra_runs

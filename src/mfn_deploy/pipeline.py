@@ -8,6 +8,7 @@ when every stage, parity included, has passed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import re
@@ -327,3 +328,19 @@ def check(export_dir: Path, n_random: int = 8, seed: int = 0) -> ParityReport:
     opts = ExportOptions(out=export_dir, n_random=n_random, seed=seed)
     input_sets, inputs_info = _input_sets(spec, opts)
     return run_parity(reference, stages, input_sets, inputs_info)
+
+
+def cached_export(model: str) -> Path:
+    """A default-weights export (fp32 + fp16) of ``model``, made once and cached.
+
+    Keyed by the tool versions: the same weights through the same tools give the
+    same files, so benchmarks over all networks do not re-export every run.
+    """
+    from mfn_deploy.artifacts import cache_root
+
+    get_spec(model)
+    key = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root() / "exports" / f"{model}-{key}"
+    if not (out / ArtifactNames.manifest).is_file():
+        export(ExportOptions(out=out, model=model, fp16=True, force=True))
+    return out
