@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= mobilefacenet
 
-.PHONY: help setup native run test lint
+.PHONY: help setup native run test lint android-host-test
 help:
 	@echo "make run    - set up, then run the main job on the default model ($(MODEL))"
 	@echo "make test   - set up, then run the whole test suite"
 	@echo "make setup  - create $(VENV) and install mfn-deploy with its test extras"
 	@echo "make native - build ncnn from source and the mfn-bench runner (host, arm64, armv7)"
+	@echo "make android-host-test - the Android demo's C++ core and JNI bridge, built and run on the host"
 	@echo "make lint   - ruff check and format check"
 
 setup:
@@ -27,6 +28,12 @@ native: setup
 # MFN_REQUIRE_NATIVE turns "runner not built" skips into failures: here it is built.
 test: setup native
 	MFN_REQUIRE_NATIVE=1 $(BIN)/python -m pytest
+
+# The Android demo's native core on the host (no Android SDK needed): parity with the
+# Python ncnn pipeline, the JNI bridge called from Java, natives vs exports, arm64
+# static link. `make test` runs these tests too.
+android-host-test: setup native
+	MFN_REQUIRE_NATIVE=1 $(BIN)/python -m pytest tests/test_android_host.py
 
 lint: setup
 	$(BIN)/ruff check src tests tools benchmarks

@@ -399,6 +399,63 @@ def build_target(target: Target, cache: Path, jobs: int) -> Path:
     return binary
 
 
+# --- extra CMake projects --------------------------------------------------
+# For projects other than the runner (android-demo/host): build one against the
+# cached ncnn of a target, with that target's toolchain. Nothing above uses it.
+
+
+def build_extra_project(
+    target_name: str,
+    source_dir: Path,
+    build_dir: Path,
+    extra_args: tuple[str, ...] = (),
+    jobs: int | None = None,
+) -> Path:
+    """Configure and build the CMake project in `source_dir`; returns `build_dir`.
+
+    The project gets -Dncnn_DIR and -DMFN_STATIC like the runner does. ncnn is
+    built first if the cache lacks it (minutes), otherwise reused (seconds).
+    """
+    target = TARGETS[target_name]
+    jobs = jobs or os.cpu_count() or 1
+    ensure_tools(
+        {
+            "cmake": "cmake",
+            "make": "make",
+            target.cc: target.apt_packages[0],
+            target.cxx: target.apt_packages[0],
+        },
+        {},
+    )
+    cache = cache_root()
+    prefix = build_ncnn(target, cache, fetch_sdist(cache), jobs)
+    toolchain = [
+        f
+        for f in target.toolchain_flags
+        if not f.startswith(("-DCMAKE_C_COMPILER=", "-DCMAKE_C_FLAGS="))
+    ]
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_file = build_dir / "build.log"
+    log_file.unlink(missing_ok=True)
+    run(
+        [
+            "cmake",
+            "-S",
+            str(source_dir),
+            "-B",
+            str(build_dir),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-Dncnn_DIR={prefix / 'lib' / 'cmake' / 'ncnn'}",
+            f"-DMFN_STATIC={'ON' if target.static else 'OFF'}",
+            *toolchain,
+            *extra_args,
+        ],
+        log_file=log_file,
+    )
+    run(["cmake", "--build", str(build_dir), f"-j{jobs}"], log_file=log_file)
+    return build_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

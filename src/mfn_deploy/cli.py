@@ -604,6 +604,275 @@ def train_cmd(
         raise MfnError(f"{out}: processes ended with different weights; do not trust this run")
 
 
+@cli.command("android-assets")
+@click.option(
+    "--export",
+    "export_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Embedder export (mfn-deploy export).",
+)
+@click.option(
+    "--detector",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="MTCNN export (mfn-deploy export-detector).",
+)
+@click.option(
+    "--app",
+    default=Path("android-demo"),
+    show_default=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The Android demo project.",
+)
+def android_assets_cmd(export_dir: Path, detector: Path, app: Path) -> None:
+    """Copy the ncnn models and their manifests into the Android demo's assets.
+
+    Replaces APP/app/src/main/assets/models/ atomically and writes assets.json
+    there (every file with its sha256). See android-demo/README.md.
+    """
+    from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets
+
+    assets = android_assets(export_dir, detector, app)
+    total = sum(f["bytes"] for f in assets["files"].values())
+    click.echo(
+        f"copied {len(assets['files'])} files ({total / 1e6:.2f} MB) to {app / ASSETS_SUBDIR}"
+    )
+
+
+# --- on-device latency: device list, bench, report ----------------------------------
+
+
+@cli.group()
+def device() -> None:
+    """Android phones over adb ($MFN_ADB names another adb executable)."""
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def device_list(as_json: bool) -> None:
+    """Every attached phone: serial, state, model, SoC, ABI, CPU clusters, Android version.
+
+    Phones that are not usable (unauthorized, offline) are listed with what to do.
+    """
+    from mfn_deploy.device.adb import STATE_HELP, Device, list_devices
+    from mfn_deploy.device.probe import device_info
+
+    rows = []
+    for d in list_devices():
+        info = device_info(Device(d.serial)) if d.state == "device" else {}
+        rows.append({"serial": d.serial, "state": d.state, **info})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        raise MfnError("no device attached: connect a phone with USB debugging on (`adb devices`)")
+    header = ["serial", "state", "model", "SoC", "ABI", "CPU (big + little)", "Android"]
+    table = [
+        [
+            r["serial"],
+            r["state"],
+            r.get("model") or "-",
+            " / ".join(v for v in (r.get("platform"), r.get("soc")) if v) or "-",
+            r.get("abi") or "-",
+            f"{r['cores']} cores: {r['big_little']}" if r.get("cores") else "-",
+            r.get("android") or "-",
+        ]
+        for r in rows
+    ]
+    click.echo(_format_table(table, header))
+    for r in rows:
+        if r["state"] != "device":
+            hint = STATE_HELP.get(r["state"], "it must show as 'device' in `adb devices`")
+            click.echo(f"{r['serial']}: {r['state']}: {hint}", err=True)
+
+
+def _bench_progress(settings: Settings):
+    """Per-device progress: a live line per phone on a terminal, else one line per model."""
+    import threading
+
+    bars: dict[str, tqdm] = {}
+    lock = threading.Lock()
+
+    def on_progress(p) -> None:
+        with lock:
+            if p.device not in bars:
+                bars[p.device] = tqdm(
+                    total=p.total,
+                    desc=p.device,
+                    position=len(bars),
+                    leave=False,
+                    file=sys.stderr,
+                    disable=True if settings.quiet else None,
+                    bar_format="{desc}: {postfix} [{elapsed}]",
+                )
+            bar = bars[p.device]
+            ms = f", median {p.median_ms:.1f} ms" if p.median_ms is not None else ""
+            bar.set_postfix_str(
+                f"model {p.index}/{p.n_models} {p.model}: {p.phase}, run {p.done}/{p.total}{ms}"
+            )
+            if p.phase in ("done", "failed") and bar.disable and not settings.quiet:
+                click.echo(
+                    f"{p.device} [{p.index}/{p.n_models}] {p.model}: {p.phase}, {p.done} runs{ms}",
+                    err=True,
+                )
+
+    return on_progress, bars
+
+
+@cli.command()
+@click.option("--target", type=click.Choice(["adb", "host"]), default="adb", show_default=True)
+@click.option(
+    "--serial",
+    "serials",
+    multiple=True,
+    metavar="S",
+    help="Phone serial (repeatable) or 'all'; default $ANDROID_SERIAL or the only phone.",
+)
+@click.option(
+    "--models",
+    metavar="NAME,...",
+    help="Registered networks, or 'all' for Table 2 (default weights, exported once, cached).",
+)
+@click.option(
+    "--export",
+    "exports",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="An export directory instead of --models (repeatable).",
+)
+@click.option("--threads", default=4, show_default=True, help="ncnn / runtime threads.")
+@click.option(
+    "--powersave",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 2),
+    help="ncnn cores: 0 all, 1 little, 2 big.",
+)
+@click.option("--loops", default=50, show_default=True, help="Timed runs per model.")
+@click.option("--warmup", default=10, show_default=True, help="Untimed runs first.")
+@click.option(
+    "--cooldown",
+    default="auto",
+    show_default=True,
+    help="'auto': wait (<= 120 s) until temperature and clocks recover before each model; "
+    "or SEC the runner sleeps after loading.",
+)
+@click.option("--fp16", type=click.Choice(["on", "off"]), default="off", show_default=True)
+@click.option(
+    "--chunk", default=10, show_default=True, help="Timed runs per runner start on a phone."
+)
+@click.option(
+    "--backends",
+    default="ncnn-runner,ncnn-python,onnxruntime,torch",
+    show_default=True,
+    help="--target host only: which runtimes to compare.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def bench(
+    settings: Settings,
+    target: str,
+    serials: tuple[str, ...],
+    models: str | None,
+    exports: tuple[Path, ...],
+    threads: int,
+    powersave: int,
+    loops: int,
+    warmup: int,
+    cooldown: str,
+    fp16: str,
+    chunk: int,
+    backends: str,
+    out: Path,
+) -> None:
+    """Measure ncnn latency on phones over adb (or on this machine) into --out JSON.
+
+    On each phone (all of --serial in parallel, one run per phone at a time) the
+    runner for its ABI and the models are pushed under /data/local/tmp/mfn-deploy/,
+    clocks and temperature are recorded around every model, throttled runs are
+    flagged and the embedding of a fixed face is checked against host onnxruntime.
+    --target host times the ncnn runner, ncnn's Python binding, onnxruntime and
+    torch with the same threads, loops and input. Partial results are kept when a
+    phone disconnects or a run dies; the command then exits non-zero.
+    """
+    from mfn_deploy.artifacts import write_json
+    from mfn_deploy.device.bench import BenchOptions, bench_adb, parse_cooldown, problems
+    from mfn_deploy.device.models import prepare_jobs
+    from mfn_deploy.device.report import markdown
+
+    opts = BenchOptions(
+        threads=threads,
+        powersave=powersave,
+        loops=loops,
+        warmup=warmup,
+        cooldown=parse_cooldown(cooldown),
+        fp16=fp16 == "on",
+        chunk=chunk,
+    )
+    opts.validate()
+    if not out.parent.is_dir():
+        raise MfnError(f"{out}: folder {out.parent} does not exist")
+    chosen: list[str] = []
+    if target == "adb":
+        from mfn_deploy.device.adb import select_serials
+
+        chosen = select_serials(serials)  # adb and phone problems show before any export
+    elif serials:
+        raise MfnError("--serial applies to --target adb only")
+    names_ = [n for n in (models or "").split(",") if n]
+    if names_ == ["all"]:
+        from mfn_deploy.models import names
+
+        names_ = names()
+    with settings.bar(total=len(names_) + len(exports), desc="preparing models") as bar:
+
+        def on_model(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        jobs = prepare_jobs(names_, list(exports), opts.fp16, on_model)
+    on_progress, bars = _bench_progress(settings)
+    try:
+        if target == "adb":
+            results = bench_adb(chosen, jobs, opts, on_progress)
+        else:
+            from mfn_deploy.device.host import bench_host
+
+            results = bench_host(jobs, opts, backends.split(","), on_progress)
+    finally:
+        for b in bars.values():
+            b.close()
+    write_json(out, results)
+    if not settings.quiet:
+        click.echo(markdown([results]))
+    issues = problems(results)
+    for line in issues:
+        click.echo(f"error: {line}", err=True)
+    if issues:
+        raise MfnError(f"{len(issues)} problem(s); partial results kept in {out}")
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--png", type=click.Path(path_type=Path, dir_okay=False), help="Bar chart to write.")
+def report(results: tuple[Path, ...], png: Path | None) -> None:
+    """Print the paper's Table 2 for bench RESULTS files as Markdown; --png adds a chart.
+
+    Columns: network, params, MAdds, the paper's Snapdragon 820 ms and ratio, then
+    per phone or host backend the measured median ± half IQR and the ratio to
+    MobileFaceNet. The chart groups the paper's ms and every measured median.
+    """
+    from mfn_deploy.device.report import load_results, markdown, plot
+
+    loaded = [load_results(p) for p in results]
+    click.echo(markdown(loaded), nl=False)
+    if png is not None:
+        plot(loaded, png)
+        click.echo(f"wrote {png}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)

@@ -1,0 +1,5 @@
+// Versions are pinned here once; app/build.gradle.kts applies the plugins.
+plugins {
+    id("com.android.application") version "8.5.2" apply false
+    id("org.jetbrains.kotlin.android") version "1.9.24" apply false
+}
