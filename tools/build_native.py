@@ -27,6 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Run with the project's .venv, where mfn_deploy is installed: one definition of the
+# cache location and of file hashing for the whole project.
+from mfn_deploy.artifacts import cache_root, sha256_of
+
 # Must match the ncnn Python wheel so runner results compare like for like.
 NCNN_VERSION = "1.0.20261020"
 NCNN_SDIST_SHA256 = "ad8cdd63e9755cfa8e23b9b6d9ce46156077d80298a89e7c3ba325ffccfca200"
@@ -124,15 +128,6 @@ def log(message: str) -> None:
     print(f"[build_native] {message}", flush=True)
 
 
-def cache_root() -> Path:
-    override = os.environ.get("MFN_DEPLOY_CACHE")
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mfn-deploy"
-
-
 def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -195,14 +190,6 @@ def ensure_tools(required: dict[str, str], optional: dict[str, str]) -> set[str]
 
 
 # --- ncnn source distribution ----------------------------------------------
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_sdist(cache: Path) -> Path:

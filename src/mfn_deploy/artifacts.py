@@ -48,9 +48,9 @@ class ArtifactNames:
 def cache_root() -> Path:
     """Where builds and derived exports are cached: $MFN_DEPLOY_CACHE, else XDG's cache."""
     if os.environ.get("MFN_DEPLOY_CACHE"):
-        return Path(os.environ["MFN_DEPLOY_CACHE"])
+        return Path(os.environ["MFN_DEPLOY_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mfn-deploy"
+    return Path(base).expanduser() / "mfn-deploy"
 
 
 def _umask() -> int:
