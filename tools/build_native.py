@@ -329,32 +329,51 @@ def build_ncnn(target: Target, cache: Path, sdist: Path, jobs: int) -> Path:
 # --- runner ----------------------------------------------------------------
 
 
-def build_runner(target: Target, ncnn_prefix: Path, jobs: int) -> Path:
-    # The runner is C++ only; CMake would warn that the C settings went unused.
+def cmake_project(
+    target: Target,
+    ncnn_prefix: Path,
+    source_dir: Path,
+    build_dir: Path,
+    jobs: int,
+    extra_args: tuple[str, ...] = (),
+) -> Path:
+    """Configure and build a CMake project against a cached ncnn; returns `build_dir`.
+
+    The project gets -Dncnn_DIR and -DMFN_STATIC; its log goes to build.log.
+    """
+    # Our projects are C++ only; CMake would warn that the C settings went unused.
     toolchain = [
         f
         for f in target.toolchain_flags
         if not f.startswith(("-DCMAKE_C_COMPILER=", "-DCMAKE_C_FLAGS="))
     ]
-    build = RUNNER_BUILD_ROOT / target.name
-    build.mkdir(parents=True, exist_ok=True)
-    log_file = build / "build.log"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_file = build_dir / "build.log"
     log_file.unlink(missing_ok=True)
     run(
         [
             "cmake",
             "-S",
-            str(RUNNER_SOURCE_DIR),
+            str(source_dir),
             "-B",
-            str(build),
+            str(build_dir),
             "-DCMAKE_BUILD_TYPE=Release",
             f"-Dncnn_DIR={ncnn_prefix / 'lib' / 'cmake' / 'ncnn'}",
             f"-DMFN_STATIC={'ON' if target.static else 'OFF'}",
             *toolchain,
+            *extra_args,
         ],
         log_file=log_file,
     )
-    run(["cmake", "--build", str(build), f"-j{jobs}"], log_file=log_file)
+    run(["cmake", "--build", str(build_dir), f"-j{jobs}"], log_file=log_file)
+    return build_dir
+
+
+def build_runner(target: Target, ncnn_prefix: Path, jobs: int) -> Path:
+    build = cmake_project(
+        target, ncnn_prefix, RUNNER_SOURCE_DIR, RUNNER_BUILD_ROOT / target.name, jobs
+    )
+    log_file = build / "build.log"
     binary = build / "mfn-bench"
     if not binary.is_file():
         raise BuildError(f"build finished but {binary} is missing (log: {log_file})")
@@ -416,31 +435,7 @@ def build_extra_project(
     )
     cache = cache_root()
     prefix = build_ncnn(target, cache, fetch_sdist(cache), jobs)
-    toolchain = [
-        f
-        for f in target.toolchain_flags
-        if not f.startswith(("-DCMAKE_C_COMPILER=", "-DCMAKE_C_FLAGS="))
-    ]
-    build_dir.mkdir(parents=True, exist_ok=True)
-    log_file = build_dir / "build.log"
-    log_file.unlink(missing_ok=True)
-    run(
-        [
-            "cmake",
-            "-S",
-            str(source_dir),
-            "-B",
-            str(build_dir),
-            "-DCMAKE_BUILD_TYPE=Release",
-            f"-Dncnn_DIR={prefix / 'lib' / 'cmake' / 'ncnn'}",
-            f"-DMFN_STATIC={'ON' if target.static else 'OFF'}",
-            *toolchain,
-            *extra_args,
-        ],
-        log_file=log_file,
-    )
-    run(["cmake", "--build", str(build_dir), f"-j{jobs}"], log_file=log_file)
-    return build_dir
+    return cmake_project(target, prefix, source_dir, build_dir, jobs, tuple(extra_args))
 
 
 def main(argv: list[str] | None = None) -> int:
