@@ -1,0 +1,293 @@
+"""On-device latency over adb, against the loopback fake adb (tests/fake_adb.py).
+
+Everything on our side of adb is the real code path: the fake executes the shell
+strings we send inside a per-phone root and runs the pushed arm64 runner under
+qemu. Fault tests call the harness in-process with jobs prepared once; the
+``device list`` / ``bench`` / ``report`` commands are run as a user runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from mfn_deploy.native import BUILD
+
+FAKE_ADB = Path(__file__).resolve().parent / "fake_adb.py"
+pytestmark = pytest.mark.skipif(
+    not (BUILD / "arm64-v8a" / "mfn-bench").is_file() or shutil.which("qemu-aarch64") is None,
+    reason="needs build/native/arm64-v8a/mfn-bench (make native) and qemu-aarch64",
+)
+FAST = ["--threads", "1", "--powersave", "0", "--warmup", "0"]  # qemu on a shared 2-core box
+
+
+def phone(serial: str, **kw) -> dict:
+    """A fake Snapdragon 820: 2 little + 2 big Kryo cores, as in the paper."""
+    return {
+        "serial": serial,
+        "state": kw.pop("state", "device"),
+        "abi": kw.pop("abi", "arm64-v8a"),
+        "props": {
+            "ro.product.model": f"Fake SD820 {serial}",
+            "ro.board.platform": "msm8996",
+            "ro.soc.model": "MSM8996",
+            "ro.build.version.release": "8.0.0",
+        },
+        "cpus": [["schedutil", 1593600, 1593600]] * 2 + [["schedutil", 2150400, 2150400]] * 2,
+        "thermal": [["cpu-big", 38000], ["battery", 31000]],
+        "faults": kw.pop("faults", {}),
+    }
+
+
+@pytest.fixture
+def phones(tmp_path, monkeypatch):
+    """Call with fake phones; points $MFN_ADB at the fake and returns the fake root."""
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+
+    def attach(*devices: dict) -> Path:
+        root = tmp_path / "phones"
+        state = tmp_path / "fake_adb.json"
+        state.write_text(json.dumps({"root": str(root), "devices": list(devices)}))
+        monkeypatch.setenv("MFN_ADB", str(FAKE_ADB))
+        monkeypatch.setenv("FAKE_ADB_STATE", str(state))
+        return root
+
+    return attach
+
+
+@pytest.fixture(scope="module")
+def jobs():
+    from mfn_deploy.device.models import prepare_jobs
+
+    return prepare_jobs(["mobilefacenet"], [], fp16=False)
+
+
+def _opts(**kw):
+    from mfn_deploy.device.bench import BenchOptions
+
+    return BenchOptions(**{"threads": 1, "powersave": 0, "warmup": 0, "loops": 2, **kw})
+
+
+# --- adb and device selection ----------------------------------------------------------
+
+
+def test_adb_missing_names_the_install(monkeypatch, tmp_path):
+    monkeypatch.delenv("MFN_ADB", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb anywhere
+    from mfn_deploy.device.adb import AdbError, adb_executable
+
+    with pytest.raises(AdbError, match="apt-get install -y adb"):
+        adb_executable()
+
+
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [
+        ([], "no device attached"),
+        ([phone("p1", state="unauthorized")], "unauthorized: unlock the phone"),
+        ([phone("p1", state="offline")], "offline: reconnect"),
+        ([phone("p1"), phone("p2")], "2 devices attached .*--serial"),
+    ],
+    ids=["no-device", "unauthorized", "offline", "two-no-serial"],
+)
+def test_device_selection_errors(phones, devices, message):
+    from mfn_deploy.device.adb import AdbError, select_serials
+
+    phones(*devices)
+    with pytest.raises(AdbError, match=message):
+        select_serials()
+
+
+def test_device_selection(phones, monkeypatch):
+    from mfn_deploy.device.adb import AdbError, select_serials
+
+    phones(phone("p1"), phone("p2"), phone("p3", state="unauthorized"))
+    assert select_serials(["all"]) == ["p1", "p2"]
+    assert select_serials(["p2"]) == ["p2"]
+    monkeypatch.setenv("ANDROID_SERIAL", "p1")
+    assert select_serials() == ["p1"]
+    with pytest.raises(AdbError, match="'p9' not found; attached: p1, p2, p3"):
+        select_serials(["p9"])
+
+
+def test_abi_picks_the_runner_build():
+    from mfn_deploy.device.probe import pick_abi
+
+    assert pick_abi({"abi": "arm64-v8a", "abilist": ["arm64-v8a", "armeabi-v7a"]}) == "arm64-v8a"
+    assert pick_abi({"abi": "armeabi-v7a", "abilist": ["armeabi-v7a", "armeabi"]}) == "armeabi-v7a"
+    assert pick_abi({"abi": "x86_64", "abilist": ["x86_64", "x86"]}) is None
+
+
+def test_shell_metacharacters_stay_words(phones):
+    """What a model name could smuggle in reaches the phone's shell as a literal word."""
+    from mfn_deploy.device.adb import Device
+
+    root = phones(phone("p1"))
+    evil = ["x; touch /data/local/tmp/PWNED", "$(touch /data/local/tmp/PWNED)", "`touch P`"]
+    proc = Device("p1").shell(["echo", *evil, "it's"])
+    assert "x; touch" in proc.stdout and "it's" in proc.stdout
+    assert not (root / "p1/data/local/tmp/PWNED").exists()
+    assert not (root / "p1/data/local/tmp/P").exists()
+
+
+def test_device_list(phones):
+    phones(phone("p1"), phone("p2", state="unauthorized"))
+    proc = run_cli("device", "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "Fake SD820 p1" in proc.stdout and "msm8996 / MSM8996" in proc.stdout
+    assert "4 cores: 2x2150MHz + 2x1593MHz" in proc.stdout and "8.0.0" in proc.stdout
+    assert "p2: unauthorized: unlock the phone" in proc.stderr
+
+
+def test_bench_fails_fast_without_device(phones):
+    phones()
+    proc = run_cli("bench", "--models", "mobilefacenet", "--out", "x.json")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no device attached")
+
+
+# --- the harness, with faults ----------------------------------------------------------
+
+
+def test_bench_one_phone_push_once_and_throttle(phones, jobs):
+    from mfn_deploy.device.bench import bench_adb, problems
+
+    phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 6}))
+    first = bench_adb(["p1"], jobs * 2, _opts(chunk=1))
+    (d,) = first["devices"]
+    m, m2 = d["models"]
+    assert d["status"] == "ok" and m["status"] == "ok", d
+    assert d["runner"]["abi"] == "arm64-v8a" and d["runner"]["pushed"]
+    assert d["runner"]["remote"].startswith("/data/local/tmp/mfn-deploy/")
+    assert m["n"] == 2 and len(m["runs_ms"]) == 2 and m["median_ms"] > 0
+    assert m["parity"]["ok"] and m["parity"]["cos"] > 0.9999
+    assert m["ncnn_version"] and m["export"]["bin_sha256"]
+    assert m["before"]["cores"][2]["max_khz"] == 2150400
+    assert m["before"]["thermal"]["hottest_c"] == 38.0
+    # The fake heats up after run 1 and halves every cap: the run is flagged.
+    assert m["throttled"] and "cap 2150->1075 MHz" in m["throttle_reason"]
+    assert problems(first) == []
+    # --cooldown auto: the next model waits until temperature and caps are back.
+    assert m2["cooldown"]["recovered"] and m2["cooldown"]["polls"] >= 2
+    assert not m2["throttled"] and m2["before"]["thermal"]["hottest_c"] == 38.0
+    # Same bytes already on the phone: nothing is pushed again.
+    assert not any(m2["pushed"].values())
+    second = bench_adb(["p1"], jobs, _opts(loops=1))
+    assert not second["devices"][0]["runner"]["pushed"]
+
+
+@pytest.mark.parametrize(
+    ("faults", "abi", "device_status", "model_status", "message"),
+    [
+        ({"kill_run": 1}, "arm64-v8a", "partial", "killed", r"runner killed midway \(signal 9\)"),
+        ({"disconnect_on_run": 2}, "arm64-v8a", "disconnected", "incomplete", "disconnected"),
+        ({"push_fails": True}, "arm64-v8a", "failed", None, "push of .*mfn-bench.* failed"),
+        ({}, "x86_64", "failed", None, r"unsupported ABI \(x86_64\)"),
+    ],
+    ids=["killed", "disconnected", "push-fails", "bad-abi"],
+)
+def test_bench_faults(phones, jobs, faults, abi, device_status, model_status, message):
+    from mfn_deploy.device.bench import bench_adb, problems
+
+    phones(phone("p1", faults=faults, abi=abi))
+    results = bench_adb(["p1"], jobs, _opts(chunk=1))
+    (d,) = results["devices"]
+    assert d["status"] == device_status
+    if model_status is None:
+        assert d["models"] == []
+    else:
+        (m,) = d["models"]
+        assert m["status"] == model_status
+    text = "\n".join(problems(results))
+    assert text and re.search(message, text), text
+    if device_status == "disconnected":  # run 1 finished before the phone went away: kept
+        assert m["runs_ms"] and m["n"] == 1 and m["median_ms"] > 0
+
+
+def test_model_name_with_shell_metacharacters(phones, jobs, tmp_path):
+    """An export whose model (hence file) name is a shell attack benchmarks as data."""
+    from mfn_deploy.artifacts import ArtifactNames
+    from mfn_deploy.device.bench import bench_adb
+    from mfn_deploy.device.models import load_job
+
+    root = phones(phone("p1"))
+    evil = "x'; touch PWNED; echo '$(touch PWNED2)`touch PWNED3`"
+    src, dst = jobs[0].export_dir, tmp_path / f"export {evil}"
+    dst.mkdir()
+    old, new = ArtifactNames(jobs[0].name), ArtifactNames(evil)
+    for attr in ("onnx",):
+        shutil.copy(src / getattr(old, attr), dst / getattr(new, attr))
+    shutil.copy(src / old.ncnn_param(), dst / new.ncnn_param())
+    shutil.copy(src / old.ncnn_bin(), dst / new.ncnn_bin())
+    manifest = json.loads((src / "manifest.json").read_text()) | {"model": evil}
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+
+    results = bench_adb(["p1"], [load_job(dst, fp16=False)], _opts(loops=1))
+    (m,) = results["devices"][0]["models"]
+    assert m["status"] == "ok" and m["parity"]["ok"], m
+    tmp = root / "p1/data/local/tmp"
+    assert not list(tmp.rglob("PWNED*"))
+    assert any(evil in p.name for p in tmp.rglob("*.ncnn.bin"))
+
+
+# --- the commands, end to end ----------------------------------------------------------
+
+
+def test_bench_serial_all_two_phones_and_report(phones, tmp_path):
+    phones(phone("p1"), phone("p2"))
+    out = tmp_path / "adb.json"
+    proc = run_cli(
+        "bench", "--serial", "all", "--models", "mobilefacenet", *FAST, "--loops", "2",
+        "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert [d["serial"] for d in results["devices"]] == ["p1", "p2"]
+    assert all(d["status"] == "ok" and d["models"][0]["n"] == 2 for d in results["devices"])
+    assert results["options"]["cooldown"] == "auto" and results["host"]["tools"]["ncnn"]
+    assert "p1 [1/1] mobilefacenet: done, 2 runs" in proc.stderr  # progress, not a TTY
+
+    png = tmp_path / "adb.png"
+    proc = run_cli("report", out, "--png", png)
+    assert proc.returncode == 0, proc.stderr
+    assert "| MobileFaceNet | 1.00M | 221M | 24 | 1.00 |" in proc.stdout
+    assert "Fake SD820 p1 [p1] ms" in proc.stdout and "Fake SD820 p2 [p2] ms" in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_disconnect_keeps_partial_results(phones, tmp_path):
+    phones(phone("p1", faults={"disconnect_on_run": 2}))
+    out = tmp_path / "partial.json"
+    proc = run_cli(
+        "bench", "--models", "mobilefacenet", *FAST, "--loops", "2", "--chunk", "1",
+        "--cooldown", "0", "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"partial results kept in {out}" in proc.stderr
+    (d,) = json.loads(out.read_text())["devices"]
+    assert d["status"] == "disconnected" and d["models"][0]["status"] == "incomplete"
+    assert len(d["models"][0]["runs_ms"]) == 1
+
+
+@pytest.mark.slow
+def test_bench_all_table2_models(phones, tmp_path):
+    """Every Table 2 network on the fake phone, one timed run each (qemu is slow).
+
+    The exports come from the cache after the first run (or benchmarks/host_latency.py).
+    """
+    phones(phone("p1"))
+    out = tmp_path / "all.json"
+    proc = run_cli(
+        "bench", "--models", "all", *FAST, "--loops", "1", "--cooldown", "0",
+        "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    models = json.loads(out.read_text())["devices"][0]["models"]
+    assert len(models) == 11
+    assert all(m["status"] == "ok" and m["parity"]["ok"] and m["n"] == 1 for m in models)
+    assert sum(line.startswith("| ") for line in proc.stdout.splitlines()) == 12  # header + 11
