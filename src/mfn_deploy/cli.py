@@ -620,19 +620,19 @@ def train_cmd(
 )
 @click.option(
     "--app",
-    default=Path("android-demo"),
-    show_default=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="The Android demo project.",
+    help="The Android demo project (default: this checkout's android-demo/).",
 )
-def android_assets_cmd(export_dir: Path, detector: Path, app: Path) -> None:
+def android_assets_cmd(export_dir: Path, detector: Path, app: Path | None) -> None:
     """Copy the ncnn models and their manifests into the Android demo's assets.
 
     Replaces APP/app/src/main/assets/models/ atomically and writes assets.json
     there (every file with its sha256). See android-demo/README.md.
     """
     from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets
+    from mfn_deploy.native import REPO_ROOT
 
+    app = app or REPO_ROOT / "android-demo"
     assets = android_assets(export_dir, detector, app)
     total = sum(f["bytes"] for f in assets["files"].values())
     click.echo(
