@@ -51,7 +51,7 @@ class Settings:
             leave=False,
             file=sys.stderr,
             disable=True if self.quiet else None,
-            bar_format="{desc}: {n_fmt}/{total_fmt} {postfix} [{elapsed}]",
+            bar_format="{desc}: {n_fmt}/{total_fmt}{postfix} [{elapsed}]",  # postfix: ", stage"
         )
 
 
