@@ -157,7 +157,8 @@ def test_bench_fails_fast_without_device(phones):
 def test_bench_one_phone_push_once_and_throttle(phones, jobs):
     from mfn_deploy.device.bench import bench_adb, problems
 
-    phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 6}))
+    # Hot long enough that a slow, loaded machine still reads it after the run.
+    phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 12}))
     first = bench_adb(["p1"], jobs * 2, _opts(chunk=1))
     (d,) = first["devices"]
     m, m2 = d["models"]
