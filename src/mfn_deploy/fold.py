@@ -41,3 +41,12 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, FoldReport]:
 
 def save_folded(model: nn.Module, path) -> None:
     torch.save(model.state_dict(), path)
+
+
+def load_folded(model_name: str, size: tuple[int, int], path) -> nn.Module:
+    """The folded graph ``save_folded`` wrote: rebuilt from the registry, then loaded."""
+    from mfn_deploy.models import create
+
+    folded, _ = fold_batchnorm(create(model_name, size))
+    folded.load_state_dict(torch.load(path, weights_only=True))
+    return folded.eval()

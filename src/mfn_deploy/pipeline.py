@@ -25,7 +25,7 @@ from mfn_deploy import __version__
 from mfn_deploy.artifacts import ArtifactNames, describe, sha256_of, staged_directory, write_json
 from mfn_deploy.convert import convert_to_ncnn
 from mfn_deploy.errors import MfnError
-from mfn_deploy.fold import fold_batchnorm, save_folded
+from mfn_deploy.fold import fold_batchnorm, load_folded, save_folded
 from mfn_deploy.images import face_inputs, random_inputs
 from mfn_deploy.models import FaceModel, InputSpec, check_input_size, create, get_spec
 from mfn_deploy.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -296,8 +296,6 @@ def _reference_model(manifest: dict):
 
 def check(export_dir: Path, n_random: int = 8, seed: int = 0) -> ParityReport:
     """Re-run parity on an existing export; reads it, never writes to it."""
-    import torch
-
     manifest = read_manifest(export_dir)
     paths = verify_artifacts(export_dir, manifest)
     spec_d = manifest["input"]
@@ -306,8 +304,7 @@ def check(export_dir: Path, n_random: int = 8, seed: int = 0) -> ParityReport:
     stages: list[tuple[str, Runner]] = []
     model = _reference_model(manifest)
     if "folded" in paths:
-        folded, _ = fold_batchnorm(create(manifest["model"], spec.size))
-        folded.load_state_dict(torch.load(paths["folded"], weights_only=True))
+        folded = load_folded(manifest["model"], spec.size, paths["folded"])
         if model is not None:
             reference = ("torch (unfolded)", torch_runner(model))
             stages.append(("fold", torch_runner(folded)))

@@ -59,10 +59,7 @@ def detector_nets(backend: str, directory: Path | None = None) -> Nets:
 
 def embedder(export_dir: Path, backend: str) -> tuple[Runner, InputSpec]:
     """The embedding network of an export, and the input it expects."""
-    import torch
-
-    from mfn_deploy.fold import fold_batchnorm
-    from mfn_deploy.models import create
+    from mfn_deploy.fold import load_folded
     from mfn_deploy.pipeline import read_manifest
 
     check_backend(backend)
@@ -74,9 +71,7 @@ def embedder(export_dir: Path, backend: str) -> tuple[Runner, InputSpec]:
         folded_path = export_dir / names.folded
         if not folded_path.is_file():
             raise MfnError(f"{export_dir}: no torch model in this export (it came from ONNX)")
-        folded, _ = fold_batchnorm(create(manifest["model"], spec.size))
-        folded.load_state_dict(torch.load(folded_path, weights_only=True))
-        return torch_runner(folded), spec
+        return torch_runner(load_folded(manifest["model"], spec.size, folded_path)), spec
     if backend == "onnx":
         return onnx_runner(export_dir / names.onnx, optimize=True), spec
     param, binary = export_dir / names.ncnn_param(), export_dir / names.ncnn_bin()
