@@ -180,22 +180,32 @@ def onnx_runner(path: Path, optimize: bool = False) -> Runner:
     return run
 
 
-def ncnn_runner(
-    param: Path, binary: Path, blobs: dict, fp16: bool = False, keep_shape: bool = False
-) -> Runner:
-    """ncnn on one image at a time; outputs flattened to (N, D) unless ``keep_shape``."""
+def load_ncnn_net(param: Path, binary: Path, fp16: bool = False, threads: int = 1):
+    """An ncnn.Net on the CPU with fp16 exactly as asked, loaded, or a one-line MfnError."""
     import ncnn
+
+    from mfn_deploy.errors import MfnError
 
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
-    net.opt.num_threads = 1
+    net.opt.num_threads = threads
     # fp32 must really be fp32: ncnn enables fp16/bf16 storage by default where the CPU has it.
     net.opt.use_fp16_packed = fp16
     net.opt.use_fp16_storage = fp16
     net.opt.use_fp16_arithmetic = fp16
     net.opt.use_bf16_storage = False
     if net.load_param(str(param)) != 0 or net.load_model(str(binary)) != 0:
-        raise RuntimeError(f"ncnn could not load {param} / {binary}")
+        raise MfnError(f"{param}: ncnn could not load the model (with {binary.name})")
+    return net
+
+
+def ncnn_runner(
+    param: Path, binary: Path, blobs: dict, fp16: bool = False, keep_shape: bool = False
+) -> Runner:
+    """ncnn on one image at a time; outputs flattened to (N, D) unless ``keep_shape``."""
+    import ncnn
+
+    net = load_ncnn_net(param, binary, fp16)
     (in_blob,), (out_blob,) = blobs["inputs"], blobs["outputs"]
 
     def run(x: np.ndarray) -> np.ndarray:

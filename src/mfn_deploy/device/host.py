@@ -61,16 +61,11 @@ def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndar
 def _ncnn_python(job: ModelJob, opts: BenchOptions) -> Infer:
     import ncnn
 
+    from mfn_deploy.parity import load_ncnn_net
+
     ncnn.set_cpu_powersave(opts.powersave)
-    net = ncnn.Net()
-    net.opt.use_vulkan_compute = False
-    net.opt.num_threads = opts.threads
     # Same switches as the runner's --fp16 on|off.
-    for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic"):
-        setattr(net.opt, flag, opts.fp16)
-    net.opt.use_bf16_storage = False
-    if net.load_param(str(job.param)) != 0 or net.load_model(str(job.binary)) != 0:
-        raise MfnError(f"{job.param}: ncnn could not load the model")
+    net = load_ncnn_net(job.param, job.binary, opts.fp16, opts.threads)
     (in_blob,), (out_blob,) = (
         job.manifest["ncnn_blobs"]["inputs"],
         job.manifest["ncnn_blobs"]["outputs"],
