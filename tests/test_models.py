@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +12,7 @@ from torch import nn
 from mfn_deploy.errors import MfnError
 from mfn_deploy.models import InputSpec, ModelSpec, create, get_spec, names, register
 from mfn_deploy.models.layers import GDConv
+from mfn_deploy.models.trunk import Row, build_trunk
 from mfn_deploy.stats import count_madds, count_params, model_stats
 
 TABLE2 = [
@@ -24,6 +28,23 @@ TABLE2 = [
     "mobilefacenet_relu",
     "mobilefacenet_x2",
 ]
+# Table 2's parameter column as the paper prints it: millions, two significant figures.
+PAPER_PARAMS = {
+    "mobilenet_v1": "3.2",
+    "shufflenet_g3": "0.83",
+    "mobilenet_v2": "2.1",
+    "mobilenet_v2_gdconv": "2.1",
+    "mobilefacenet": "0.99",
+    "mobilefacenet_112x96": "0.99",
+    "mobilefacenet_96x96": "0.99",
+    "mobilefacenet_m": "0.92",
+    "mobilefacenet_s": "0.84",
+    "mobilefacenet_relu": "0.98",
+    "mobilefacenet_x2": "1.1",
+}
+# Networks the paper's figure does not fit; each model card says why.
+PAPER_PARAMS_EXCEPTIONS = {"shufflenet_g3", "mobilenet_v2", "mobilenet_v2_gdconv"}
+CARDS = Path(__file__).resolve().parent.parent / "models" / "README.md"
 EMBEDDING_DIM = {
     "mobilenet_v1": 1024,
     "shufflenet_g3": 960,
@@ -171,7 +192,9 @@ def test_variants_differ_from_the_primary_network_as_the_paper_says():
     base = model_stats("mobilefacenet")
     assert model_stats("mobilefacenet_m").params < base.params  # no final linear 1x1
     assert model_stats("mobilefacenet_s").params < model_stats("mobilefacenet_m").params
-    assert model_stats("mobilefacenet_x2").madds > 1.8 * base.madds
+    x2 = model_stats("mobilefacenet_x2")  # t doubled in the last group only: see its card
+    assert base.params < x2.params
+    assert base.madds < x2.madds < 1.05 * base.madds
     assert model_stats("mobilefacenet_96x96").madds < model_stats("mobilefacenet_112x96").madds
     assert model_stats("mobilefacenet_112x96").madds < base.madds
 
@@ -193,9 +216,70 @@ def test_registry_refuses_duplicate_names():
             ModelSpec(
                 name="mobilefacenet",
                 title="dup",
+                table=spec.table,
                 input=InputSpec(112, 112),
+                act="prelu",
                 paper_ms=1,
-                build=spec.build,
+                paper_params="1.0",
             )
         )
     assert get_spec("mobilefacenet") is spec
+
+
+@pytest.mark.parametrize("name", names())
+def test_parameters_match_the_paper_within_its_rounding(name):
+    """Table 2 rounds to two significant figures and does not say whether BatchNorm
+    and PReLU count: its figure, give or take half a unit of the last printed digit,
+    must meet the range from the convolution weights alone to every trainable tensor.
+    """
+    printed = PAPER_PARAMS[name]
+    assert get_spec(name).paper_params == printed
+    paper = float(printed) * 1e6
+    half = 0.5 * 10 ** Decimal(printed).as_tuple().exponent * 1e6
+    model = create(name)
+    conv_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    fits = conv_weights < paper + half and count_params(model) >= paper - half
+    assert fits == (name not in PAPER_PARAMS_EXCEPTIONS)
+    assert get_spec(name).matches_paper_params(model) == fits
+    if not fits:
+        card = CARDS.read_text().split(f"## `{name}`")[1].split("\n## ")[0]
+        assert f"against the paper's {printed}M" in card, "the model card must say why"
+
+
+def test_x2_doubles_t_in_the_last_bottleneck_group_only():
+    base, x2 = get_spec("mobilefacenet").table, get_spec("mobilefacenet_x2").table
+    changed = [(a, b) for a, b in zip(base, x2, strict=True) if a != b]
+    assert changed == [(Row("bottleneck", 2, 128, 2, 1), Row("bottleneck", 4, 128, 2, 1))]
+    # the last bottleneck group is the row just before the 1x1 conv that feeds GDConv
+    assert [r.op for r in base].index("conv1x1") == base.index(changed[0][0]) + 1
+    s = model_stats("mobilefacenet_x2")
+    assert (s.params, s.madds) == (1_141_888, 227_613_696)
+
+
+def test_a_depthwise_row_must_keep_its_channels():
+    table = (Row("conv3x3", None, 16, 1, 2), Row("dwconv3x3", None, 32, 1, 1))
+    with pytest.raises(ValueError, match="row 1: dwconv3x3 keeps its 16 input channels"):
+        build_trunk(table, (32, 32), "relu")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"act": "gelu"}, "act 'gelu'; valid: prelu, relu, relu6"),
+        ({"table": (Row("conv5x5", None, 8, 1, 1),)}, "row 0: unknown operator 'conv5x5'"),
+        ({"table": (Row("conv3x3", 2, 8, 1, 1),)}, "row 0: t is the expansion factor"),
+    ],
+)
+def test_registry_refuses_an_invalid_variant(change, message):
+    fields = {
+        "name": "broken",
+        "title": "broken",
+        "table": get_spec("mobilefacenet").table,
+        "input": InputSpec(112, 112),
+        "act": "prelu",
+        "paper_ms": 1,
+        "paper_params": "1.0",
+    }
+    with pytest.raises(ValueError, match=message):
+        register(ModelSpec(**(fields | change)))
+    assert "broken" not in names()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mfn_deploy.models import get_spec, names
+from mfn_deploy.models import create, get_spec, names
+from mfn_deploy.models.registry import params_range
 from mfn_deploy.stats import model_stats
 
 CARDS = Path(__file__).resolve().parent.parent / "models" / "README.md"
@@ -28,12 +29,86 @@ and speed figures are real, embeddings carry no identity information.
 All networks take an RGB image normalised as (x - 127.5) / 128, NCHW, and return
 one embedding per image. Baselines keep their original activations and use the
 output of their global operator as the face feature, as in the paper.
+
+**Parameters against the paper.** Table 2 prints parameter counts to two
+significant figures and does not say whether BatchNorm and PReLU parameters are
+counted. A network matches the paper when the paper's figure, give or take half a
+unit of its last digit, lies between the count of its convolution weights alone
+and the count of every trainable tensor (the `parameters` row). The card of a
+network that does not match says why.
 """
+
+# Why a network differs from the paper, or which reading of the paper it is.
+# Every network whose parameters do not match the paper needs one (render() checks).
+NOTES = {
+    "shufflenet_g3": """\
+**Parameters: 0.88-0.90M against the paper's 0.83M.** The zoo follows the
+ShuffleNet paper, whose bottleneck width is a quarter of the unit's output channels
+in every unit, as in the ShuffleNet authors' reference code. Implementations that
+take a quarter of the residual branch's output instead (out - in channels in the
+three stride-2 units) give 829,998 convolution weights (0.85M with BatchNorm), which
+is the paper's 0.83M: the paper's baseline was perhaps built that way. The zoo keeps
+the published design; the difference is about 6% of the parameters.
+""",
+    "mobilenet_v2": """\
+**Parameters: 2.19-2.22M against the paper's 2.1M.** This is MobileNetV2's published
+table: the 3.50M ImageNet network of torchvision less its 1.28M classifier is
+exactly this trunk. Table 2 gives 2.1M to both MobileNetV2 baselines although
+GDConv7x7 over 1280 channels adds 65K parameters to the second, so the two figures
+cannot both be exact counts of these networks; the paper does not say what it
+counted. Unexplained; the zoo keeps the published design.
+""",
+    "mobilenet_v2_gdconv": """\
+**Parameters: 2.25-2.29M against the paper's 2.1M.** MobileNetV2 (see its card)
+plus a GDConv7x7 over 1280 channels (62,720 weights and 2,560 BatchNorm
+parameters). Table 2 prints 2.1M for this network and for plain MobileNetV2 alike,
+so at least one of the two figures is not an exact count. Unexplained.
+""",
+    "mobilefacenet_x2": """\
+**Which "expansion factor x2".** The paper says only "larger expansion factor" and
+gives 1.1M parameters and 27 ms, against 0.99M and 24 ms for MobileFaceNet (a
+latency ratio of 1.125, between 1.08 and 1.17 once the whole-millisecond rounding
+is allowed for). Doubling every bottleneck's t gives 1.84M parameters and 431M
+MAdds (x1.95), which fits neither. The zoo doubles t in the **last bottleneck
+group only** (t = 4, c = 128, n = 2, s = 1, at 7x7): 1.14M parameters (1.11M in
+convolution weights), 228M MAdds.
+
+Two readings give about 1.1M; latency decides between them:
+
+- *First group only* (t = 4 for the five 64-channel blocks): 1.09M parameters, but
+  309M MAdds (x1.40), all of them at 56x56 and 28x28, where every expanded map has
+  256 channels (0.8 MB in fp32 at 28x28, 3.2 MB at 56x56). Table 2 itself shows
+  that latency tracks MAdds on the Snapdragon 820: 162M, 189M and 221M MAdds
+  (96x96, 112x96, 112x112) take 18, 21 and 24 ms, about 0.1 ms per million. This
+  reading would take 24 + 88 x 0.1 = 33 ms before the memory traffic of those large
+  expanded maps is counted, not 27.
+- *Last group only* (chosen): only 7M more MAdds (x1.03), but 136K more weights in
+  1x1 convolutions at 7x7, where each weight is used only 49 times, so the time goes
+  to loading weights and to per-layer overhead more than to MAdds. Table 2 prices
+  such a layer: MobileFaceNet-S drops one 7x7 1x1 convolution (65K weights, 3.2M
+  MAdds, 1.5% of the total) and is about 1 ms (4%) faster than MobileFaceNet-M.
+  Twice that weight volume puts this reading at roughly 26 ms, much closer to the
+  paper's 27 than the first-group reading (its MAdds alone would say 25).
+
+Doubling t in one stride-2 block also lands near 1.1M (the block at 28x28: 1.06M,
+241M MAdds; the one at 14x14: 1.14M, 237M), but "larger expansion factor" reads as
+a change to the table's groups, and the first of these rounds to 1.0M unless
+BatchNorm is counted. Checkpoints of the earlier all-doubled x2 (1.84M) do not load
+into this network.
+""",
+}
 
 
 def card(name: str) -> str:
     spec, s = get_spec(name), model_stats(name)
+    model = create(name)
+    convs, _ = params_range(model)
     h, w = s.input_size
+    paper = f"{spec.paper_params}M ± {spec.paper_params_tolerance:g}M"
+    verdict = "matches" if spec.matches_paper_params(model) else "does not match, see below"
+    note = NOTES.get(name, "")
+    if verdict != "matches" and not note:
+        raise ValueError(f"{name}: parameters do not match the paper and NOTES says nothing")
     return f"""
 ## `{name}`: {spec.title}
 
@@ -42,10 +117,12 @@ def card(name: str) -> str:
 | input | {h}x{w}x3 RGB, (x - 127.5) / 128 |
 | embedding | {s.embedding_dim}-d |
 | parameters | {s.params:,} ({s.params / 1e6:.2f}M) |
+| convolution weights | {convs:,} ({convs / 1e6:.2f}M) |
+| paper's parameters (Table 2) | {paper}: {verdict} |
 | multiply-adds | {s.madds:,} ({s.madds / 1e6:.0f}M) |
 | fp32 size | {s.size_mb:.2f} MB |
 | paper, Snapdragon 820, NCNN, 4 threads | {s.paper_ms:g} ms |
-"""
+""" + (f"\n{note}" if note else "")
 
 
 def render() -> str:

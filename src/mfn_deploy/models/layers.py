@@ -81,20 +81,53 @@ class GDConv(ConvBN):
         super().__init__(channels, channels, feature_hw, groups=channels, act=None, padding=0)
 
 
-class Embedding(nn.Module):
-    """Wraps a trunk producing (N, D, 1, 1) and returns the (N, D) embedding."""
-
-    def __init__(self, trunk: nn.Module) -> None:
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
         super().__init__()
-        self.trunk = trunk
+        self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.trunk(x), 1)
+        # unflatten/flatten instead of reading x.shape keeps the module traceable by torch.fx.
+        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
-def feature_size(size: tuple[int, int], strides: list[int]) -> tuple[int, int]:
-    """Spatial size after a chain of 'same'-padded strided convolutions."""
+class ShuffleUnit(nn.Module):
+    """Group 1x1, shuffle, depthwise 3x3, group 1x1; stride 2 concatenates a pooled shortcut.
+
+    ``group_input=False`` leaves the first 1x1 ungrouped: ShuffleNet does so in the
+    first unit after the stem, whose few input channels would starve each group.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        groups: int,
+        act: ActFactory,
+        group_input: bool = True,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        branch_out = out_ch - in_ch if stride == 2 else out_ch
+        mid = out_ch // 4  # ShuffleNet: bottleneck width is a quarter of the unit's output
+        self.branch = nn.Sequential(
+            ConvBN(in_ch, mid, 1, groups=groups if group_input else 1, act=act),
+            ChannelShuffle(groups),
+            ConvBN(mid, mid, 3, stride, groups=mid, act=None),
+            ConvBN(mid, branch_out, 1, groups=groups, act=None),
+        )
+        self.shortcut = nn.AvgPool2d(3, stride, 1) if stride == 2 else nn.Identity()
+        self.act = act(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.branch(x)
+        if self.stride == 2:
+            return self.act(torch.cat([self.shortcut(x), y], 1))
+        return self.act(x + y)
+
+
+def feature_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Spatial size after a 'same'-padded convolution or pooling of this stride."""
     h, w = size
-    for s in strides:
-        h, w = -(-h // s), -(-w // s)
-    return h, w
+    return -(-h // stride), -(-w // stride)

@@ -1,19 +1,22 @@
-"""Networks registered by name, each carrying its input spec and the paper's latency.
+"""Networks registered by name, each carrying its input spec and the paper's figures.
 
-A variant is data: a builder, an input size, and the paper's Table 2 row. The
-registry refuses duplicate names and lists the valid ones when asked for an
+A variant is data: a table, an input size, an activation, and the paper's Table 2
+row (latency and parameters). The registry checks a variant once, when it is
+registered, refuses duplicate names, and lists the valid ones when asked for an
 unknown name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import torch
 from torch import nn
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.models.layers import ACTIVATIONS
+from mfn_deploy.models.trunk import Row, build_trunk, check_table, total_stride
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,43 @@ class InputSpec:
 class ModelSpec:
     name: str
     title: str  # the row label in the paper's Table 2
+    table: tuple[Row, ...]  # the architecture, one row per stage
     input: InputSpec
+    act: str  # a key of layers.ACTIVATIONS
     paper_ms: float  # Snapdragon 820, NCNN, 4 threads (Table 2)
-    build: Callable[[tuple[int, int]], nn.Module]  # input (H, W) -> trunk ending in (N, D, 1, 1)
-    total_stride: int = 16
+    paper_params: str  # Table 2's parameter column as printed, in millions ("0.99")
+    groups: int = 1  # ShuffleNet's g; 1 for every other network
+
+    def build(self, size: tuple[int, int]) -> nn.Sequential:
+        """The trunk for an input of ``size`` (H, W); it ends in (N, D, 1, 1)."""
+        return build_trunk(self.table, size, self.act, self.groups)
+
+    @property
+    def total_stride(self) -> int:
+        return total_stride(self.table)
+
+    @property
+    def paper_params_tolerance(self) -> float:
+        """Half a unit of the last digit Table 2 prints (0.005M for "0.99"), in millions."""
+        return 0.5 * 10.0 ** Decimal(self.paper_params).as_tuple().exponent
+
+    def matches_paper_params(self, model: nn.Module) -> bool:
+        """Whether the paper's figure, within its rounding, fits some count of ``model``.
+
+        The paper does not say whether its counts include BatchNorm and PReLU
+        parameters, so any count from the convolution weights alone up to every
+        trainable tensor is a reading of it.
+        """
+        low, high = params_range(model)
+        paper = float(self.paper_params) * 1e6
+        half = self.paper_params_tolerance * 1e6
+        return low < paper + half and high >= paper - half
+
+
+def params_range(model: nn.Module) -> tuple[int, int]:
+    """(convolution weights only, every trainable tensor) of ``model``."""
+    convs = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    return convs, sum(p.numel() for p in model.parameters())
 
 
 class FaceModel(nn.Module):
@@ -70,6 +106,12 @@ _REGISTRY: dict[str, ModelSpec] = {}
 def register(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} is already registered")
+    if spec.act not in ACTIVATIONS:
+        raise ValueError(f"model {spec.name!r}: act {spec.act!r}; valid: {', '.join(ACTIVATIONS)}")
+    try:
+        check_table(spec.table)
+    except ValueError as e:
+        raise ValueError(f"model {spec.name!r}: {e}") from None
     _REGISTRY[spec.name] = spec
     return spec
 
