@@ -427,12 +427,13 @@ def test_force_replaces_and_a_failed_force_keeps_the_old_export(tmp_path, monkey
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "manifest.json").write_text('{"format": "mfn-deploy/export-v1"}')  # --force needs it
     from mfn_deploy import pipeline
 
     monkeypatch.setattr(pipeline, "fold_batchnorm", _wrong_fold)
     with pytest.raises(ParityError):
         export(ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2))
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "old.txt"]
     monkeypatch.undo()
     export(ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2))
     assert not (out / "old.txt").exists()

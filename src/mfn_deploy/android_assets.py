@@ -70,7 +70,7 @@ def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
         _check_blobs(where, detector["nets"][name]["ncnn_blobs"])
 
     out = app_dir / ASSETS_SUBDIR
-    with staged_directory(out, force=True) as tmp:
+    with staged_directory(out, force=True, manifest="assets.json") as tmp:
         for key in ("ncnn_param", "ncnn_bin"):
             meta = arts[key]
             _copy_checked(export_dir / meta["file"], tmp / "embedder" / meta["file"], meta)

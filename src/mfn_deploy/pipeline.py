@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from mfn_deploy import __version__
-from mfn_deploy.artifacts import ArtifactNames, describe, sha256_of, staged_directory, write_json
+from mfn_deploy.artifacts import (
+    ArtifactNames,
+    check_replaceable,
+    describe,
+    sha256_of,
+    staged_directory,
+    write_json,
+)
 from mfn_deploy.convert import convert_to_ncnn
 from mfn_deploy.errors import MfnError
 from mfn_deploy.fold import fold_batchnorm, load_folded, save_folded
@@ -89,6 +96,11 @@ def _validate(opts: ExportOptions) -> None:
         raise MfnError(f"model name {opts.model!r} must be letters, digits, '_', '.', '-'")
     if opts.n_random < 1:
         raise MfnError("parity needs at least one random input")
+    check_replaceable(opts.out, opts.force, _sources(opts))  # cheap: before loading anything
+
+
+def _sources(opts: ExportOptions) -> list[Path]:
+    return [p for p in (opts.checkpoint, opts.onnx) if p is not None]
 
 
 def _onnx_input_size(path: Path, proto) -> tuple[int, int]:
@@ -165,7 +177,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] = lambda _s: Non
 
     model, name, spec, source = _resolve_source(opts)
     names = ArtifactNames(name)
-    with staged_directory(opts.out, opts.force) as tmp:
+    with staged_directory(opts.out, opts.force, _sources(opts)) as tmp:
         artifacts: dict[str, Path] = {}
         stages: list[tuple[str, Runner]] = []
         if model is not None:
@@ -333,11 +345,13 @@ def cached_export(model: str) -> Path:
     Keyed by the tool versions: the same weights through the same tools give the
     same files, so benchmarks over all networks do not re-export every run.
     """
-    from mfn_deploy.artifacts import cache_root
+    from mfn_deploy.artifacts import cache_fill, cache_root
 
     get_spec(model)
     key = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode()).hexdigest()[:12]
     out = cache_root() / "exports" / f"{model}-{key}"
     if not (out / ArtifactNames.manifest).is_file():
-        export(ExportOptions(out=out, model=model, fp16=True, force=True))
+        with cache_fill(out):
+            if not (out / ArtifactNames.manifest).is_file():
+                export(ExportOptions(out=out, model=model, fp16=True, force=True))
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfn_deploy.artifacts import ArtifactNames, cache_root
+from mfn_deploy.artifacts import ArtifactNames, cache_fill, cache_root
 from mfn_deploy.errors import MfnError
 from mfn_deploy.face.detect import Nets
 from mfn_deploy.models import InputSpec
@@ -32,7 +32,9 @@ def detector_dir(explicit: Path | None = None) -> Path:
         return explicit
     cached = cache_root() / f"detector-{cache_key()}"
     if not (cached / "manifest.json").is_file():
-        export_detector(cached, force=True)
+        with cache_fill(cached):
+            if not (cached / "manifest.json").is_file():
+                export_detector(cached, force=True)
     return cached
 
 
