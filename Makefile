@@ -21,9 +21,10 @@ run: setup
 	$(BIN)/mfn-deploy info
 	$(BIN)/mfn-deploy export --model $(MODEL) --out models/$(MODEL) --fp16 --force
 
-# ncnn builds are cached in ~/.cache/mfn-deploy: minutes cold, seconds warm.
+# ncnn and the runners are built into the user cache ($$MFN_DEPLOY_CACHE, else
+# ~/.cache/mfn-deploy): minutes cold, a second warm. An installed package does the same.
 native: setup
-	$(BIN)/python tools/build_native.py
+	$(BIN)/mfn-deploy native build --target all
 
 # MFN_REQUIRE_NATIVE turns "runner not built" skips into failures: here it is built.
 test: setup native

@@ -4,7 +4,7 @@ Usage: .venv/bin/python benchmarks/arm_instructions.py [--models a,b]
 Writes benchmarks/results/arm_instructions.json and .md.
 
 Timing under emulation is meaningless; the number of guest instructions is a
-deterministic cost proxy (counted by tools/qemu_insn_plugin.c, one thread, see
+deterministic cost proxy (counted by src/mfn_deploy/native/qemu_insn_plugin.c, one thread, see
 ``native.instructions_per_inference``). Three configurations of the arm64 runner:
 
 - fp32 on cortex-a57 (ARMv8.0, like the Snapdragon 820's Kryo cores);

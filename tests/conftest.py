@@ -1,10 +1,28 @@
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mfn_deploy.native import EMULATORS, runner_built
+
+# `make test` builds the runners first and sets this: a missing runner is then a failure.
+REQUIRE_NATIVE = os.environ.get("MFN_REQUIRE_NATIVE") == "1"
+
+
+def needs_runner(target: str) -> pytest.MarkDecorator:
+    """Skip without the built runner for `target` (and its emulator), unless required."""
+    emulator = EMULATORS.get(target)
+    missing = not runner_built(target) or (emulator and shutil.which(emulator) is None)
+    return pytest.mark.skipif(
+        not REQUIRE_NATIVE and bool(missing),
+        reason=f"needs the {target} runner (`make native`)"
+        + (f" and {emulator} (apt-get install -y qemu-user)" if emulator else ""),
+    )
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

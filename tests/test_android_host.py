@@ -8,18 +8,16 @@
 - the core links statically for arm64-v8a (and runs under qemu when available);
 - `mfn-deploy android-assets` fills an app's assets.
 
-The builds go through tools/build_native.py (cached ncnn: seconds when warm).
+The builds go through mfn_deploy.native.build (cached ncnn: seconds when warm).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from mfn_deploy.native import build as bn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO = REPO_ROOT / "android-demo"
@@ -42,22 +41,6 @@ TIMEOUT_S = 300
 # MAX_PIXELS, embeddings at cosine >= MIN_COSINE.
 MAX_PIXELS = 2.0
 MIN_COSINE = 0.9999
-
-
-def _build_native():
-    """tools/build_native.py as a module (tools/ is not a package)."""
-    if "build_native" in sys.modules:
-        return sys.modules["build_native"]
-    spec = importlib.util.spec_from_file_location(
-        "build_native", REPO_ROOT / "tools" / "build_native.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_native"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-bn = _build_native()
 
 
 def build(target: str) -> Path:

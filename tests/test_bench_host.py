@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from conftest import needs_runner, run_cli
 
-from conftest import run_cli
-from mfn_deploy.native import BUILD
-
-pytestmark = pytest.mark.skipif(
-    not (BUILD / "host" / "mfn-bench").is_file(), reason="needs the host runner (make native)"
-)
+pytestmark = needs_runner("host")
 
 
 def test_bench_host_all_backends_agree():

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from mfn_deploy.native import BUILD
+from conftest import needs_runner, run_cli
 
 FAKE_ADB = Path(__file__).resolve().parent / "fake_adb.py"
-pytestmark = pytest.mark.skipif(
-    not (BUILD / "arm64-v8a" / "mfn-bench").is_file() or shutil.which("qemu-aarch64") is None,
-    reason="needs build/native/arm64-v8a/mfn-bench (make native) and qemu-aarch64",
-)
+pytestmark = needs_runner("arm64-v8a")
 FAST = ["--threads", "1", "--powersave", "0", "--warmup", "0"]  # qemu on a shared 2-core box
 
 

@@ -1,8 +1,8 @@
-"""Tests for the native mfn-bench runner (src/native/mfn_bench.cpp).
+"""Tests for the native mfn-bench runner (src/mfn_deploy/native/mfn_bench.cpp).
 
-They need the runners built by `tools/build_native.py` (`make native`) and skip
-with the reason otherwise. The test model is a tiny seeded CNN built here, so
-these tests do not depend on the mfn_deploy package.
+They need the runners built by `mfn-deploy native build` (`make native`) and skip
+with the reason otherwise. The test model is a tiny seeded CNN built here; only
+the runners' location and the pinned ncnn version come from the package.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pnnx = pytest.importorskip("pnnx")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NATIVE_BUILD = REPO_ROOT / "build" / "native"
-HOST_RUNNER = NATIVE_BUILD / "host" / "mfn-bench"
-ARM64_RUNNER = NATIVE_BUILD / "arm64-v8a" / "mfn-bench"
-ARMV7_RUNNER = NATIVE_BUILD / "armeabi-v7a" / "mfn-bench"
-PLUGIN_SOURCE = REPO_ROOT / "tools" / "qemu_insn_plugin.c"
-NCNN_VERSION = "1.0.20261020"
+from mfn_deploy.native import PLUGIN_SOURCE  # noqa: E402
+from mfn_deploy.native.build import NCNN_VERSION, runner_dir  # noqa: E402
+
+HOST_RUNNER = runner_dir("host") / "mfn-bench"
+ARM64_RUNNER = runner_dir("arm64-v8a") / "mfn-bench"
+ARMV7_RUNNER = runner_dir("armeabi-v7a") / "mfn-bench"
 
 # The tiny model's input: 28 -> 14 -> 7 after two stride-2 convs, then a 7x7
 # depthwise "GDC" conv to 1x1, like MobileFaceNet's head at 112x112.
@@ -40,17 +39,17 @@ REQUIRED = os.environ.get("MFN_REQUIRE_NATIVE") == "1"
 
 needs_host = pytest.mark.skipif(
     not REQUIRED and not HOST_RUNNER.is_file(),
-    reason=f"{HOST_RUNNER.relative_to(REPO_ROOT)} missing; run `make native`",
+    reason=f"{HOST_RUNNER} missing; run `make native`",
 )
 needs_arm64 = pytest.mark.skipif(
     not REQUIRED and (not ARM64_RUNNER.is_file() or shutil.which("qemu-aarch64") is None),
-    reason=f"{ARM64_RUNNER.relative_to(REPO_ROOT)} or qemu-aarch64 missing; "
+    reason=f"{ARM64_RUNNER} or qemu-aarch64 missing; "
     "run `make native` (apt-get install -y qemu-user)",
 )
 # armeabi-v7a is best-effort in the build, so it may legitimately be absent.
 needs_armv7 = pytest.mark.skipif(
     not ARMV7_RUNNER.is_file() or shutil.which("qemu-arm") is None,
-    reason=f"{ARMV7_RUNNER.relative_to(REPO_ROOT)} or qemu-arm missing (v7 is best-effort)",
+    reason=f"{ARMV7_RUNNER} or qemu-arm missing (v7 is best-effort)",
 )
 needs_gcc = pytest.mark.skipif(
     shutil.which("gcc") is None, reason="gcc is needed to build tools/qemu_insn_plugin.c"

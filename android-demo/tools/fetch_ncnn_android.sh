@@ -3,7 +3,7 @@
 # android-demo/third_party/ncnn-<release>-android/, checked against a pinned sha256.
 #
 # The release must match the ncnn the export tools use (NCNN_VERSION in
-# tools/build_native.py: 1.0.20261020 -> release tag 20261020), so the app runs
+# src/mfn_deploy/native/build.py: 1.0.20261020 -> release tag 20261020), so the app runs
 # the models with the same ncnn that converted and checked them.
 set -euo pipefail
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 from tqdm import tqdm
 
 from mfn_deploy import __version__
 from mfn_deploy.errors import MfnError
-from mfn_deploy.onnx_export import DEFAULT_OPSET
+
+# onnx_export.DEFAULT_OPSET (a test keeps them equal): importing that module loads torch,
+# seconds before main() can turn a ^C into one line instead of a traceback.
+DEFAULT_OPSET = 17
 
 T = TypeVar("T")
 
@@ -146,7 +150,7 @@ def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     help="Input size other than the network's own (GDConv kernel is re-derived).",
 )
 @click.option("--random-inputs", default=8, show_default=True, help="Seeded parity inputs.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds a previous export.")
 @click.pass_obj
 def export(
     settings: Settings,
@@ -265,13 +269,14 @@ _BACKEND = click.Choice(["torch", "onnx", "ncnn"])
 
 @cli.command("export-detector")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds a previous export.")
 @click.pass_obj
 def export_detector_cmd(settings: Settings, out: Path, force: bool) -> None:
     """Export MTCNN (P-, R-, O-Net) to ONNX and NCNN with parity gates.
 
     P-Net keeps dynamic height and width; R-Net and O-Net a dynamic batch.
-    The pretrained weights come from the facenet-pytorch wheel (sha256 pinned).
+    The pretrained weights come from the facenet-pytorch wheel (sha256 pinned),
+    fetched into the cache on first use (see fetch-weights).
     """
     from mfn_deploy.face.detector_export import export_detector
 
@@ -280,6 +285,18 @@ def export_detector_cmd(settings: Settings, out: Path, force: bool) -> None:
     for name, net in manifest["nets"].items():
         click.echo(f"{name}: parity cos min {net['parity_cos_min']:.7f} (torch vs ncnn and onnx)")
     click.echo(f"exported MTCNN to {out}")
+
+
+@cli.command("fetch-weights")
+def fetch_weights_cmd() -> None:
+    """Fetch MTCNN's pretrained weights into the cache (done on first use otherwise).
+
+    They come from the facenet-pytorch wheel on the package index, pinned by version
+    and sha256; each weight file is checked against its own sha256.
+    """
+    from mfn_deploy.face.mtcnn import fetch_weights
+
+    click.echo(fetch_weights())
 
 
 @cli.command()
@@ -630,14 +647,77 @@ def android_assets_cmd(export_dir: Path, detector: Path, app: Path | None) -> No
     there (every file with its sha256). See android-demo/README.md.
     """
     from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets
-    from mfn_deploy.native import REPO_ROOT
 
-    app = app or REPO_ROOT / "android-demo"
+    if app is None:
+        # Only a checkout has the demo beside the package: src/mfn_deploy -> repo root.
+        app = Path(__file__).resolve().parents[2] / "android-demo"
+        if not app.is_dir():
+            raise MfnError("--app is required: this mfn-deploy is not run from a checkout")
     assets = android_assets(export_dir, detector, app)
     total = sum(f["bytes"] for f in assets["files"].values())
     click.echo(
         f"copied {len(assets['files'])} files ({total / 1e6:.2f} MB) to {app / ASSETS_SUBDIR}"
     )
+
+
+# --- native runner: fetch ncnn's source, build, locate ---------------------------------
+
+_TARGET_CHOICE = click.Choice(["host", "arm64-v8a", "armeabi-v7a"])
+
+
+@cli.group()
+def native() -> None:
+    """The mfn-bench runner: ncnn built from its pinned source, cached per target."""
+
+
+@native.command("fetch")
+@click.option(
+    "--dest",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory to fetch into (default: the cache).",
+)
+def native_fetch(dest: Path | None) -> None:
+    """Fetch ncnn's pinned source distribution from the package index and check its sha256."""
+    from mfn_deploy.artifacts import sha256_of
+    from mfn_deploy.native.build import fetch_source
+
+    path = fetch_source(dest)
+    click.echo(f"{path} sha256 {sha256_of(path)}")
+
+
+@native.command("build")
+@click.option(
+    "--target",
+    "targets",
+    type=click.Choice(["host", "arm64-v8a", "armeabi-v7a", "all"]),
+    multiple=True,
+    default=["host"],
+    show_default=True,
+    help="Target ABI; repeat it or say all (armeabi-v7a is best-effort).",
+)
+@click.option("--jobs", type=click.IntRange(1, 256), help="Parallel build jobs (default: nproc).")
+@click.pass_obj
+def native_build(settings: Settings, targets: tuple[str, ...], jobs: int | None) -> None:
+    """Build ncnn (minutes, once) and the runner for each target into the cache."""
+    from mfn_deploy.native.build import TARGETS, build_runners
+
+    names = list(TARGETS) if "all" in targets else list(dict.fromkeys(targets))
+
+    def log(message: str) -> None:
+        if not settings.quiet or message.startswith("warning"):
+            click.echo(f"native: {message}", err=True)
+
+    for name, path in build_runners(names, jobs, log).items():
+        click.echo(f"{name}: {path}")
+
+
+@native.command("path")
+@click.option("--target", type=_TARGET_CHOICE, default="host", show_default=True)
+def native_path(target: str) -> None:
+    """Print the built runner's path (or say which command builds it)."""
+    from mfn_deploy.native import runner_path
+
+    click.echo(runner_path(target))
 
 
 # --- on-device latency: device list, bench, report ----------------------------------
@@ -873,10 +953,26 @@ def report(results: tuple[Path, ...], png: Path | None) -> None:
         click.echo(f"wrote {png}", err=True)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as ^C is: the same finally blocks clean up, the same line is printed."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+def _interrupted(e: KeyboardInterrupt) -> NoReturn:
+    click.echo("error: interrupted", err=True)
+    sys.exit(143 if isinstance(e, _Terminated) else 130)  # 128 + the signal's number
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # SIGINT already raises KeyboardInterrupt
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click wraps an interrupt in Abort
+            _interrupted(e.__cause__)
         click.echo("error: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
@@ -889,9 +985,8 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
     except Exception as e:  # a bug, not a user error: still one line unless --verbose
         if _settings.verbose:
             raise

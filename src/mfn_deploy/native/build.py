@@ -1,43 +1,40 @@
-#!/usr/bin/env python3
-"""Build ncnn from its source distribution (cached) and the mfn-bench runner.
+"""Build ncnn from its pinned source distribution, then the mfn-bench runner, into the cache.
 
-Usage, from the repository root:
-
-    .venv/bin/python tools/build_native.py [--targets host,arm64-v8a,armeabi-v7a]
-
-Outputs land in build/native/<target>/mfn-bench. The ncnn static library is
-built once per (version, target, flags) and kept in the user cache:
-$MFN_DEPLOY_CACHE, else $XDG_CACHE_HOME/mfn-deploy, else ~/.cache/mfn-deploy.
+Everything is keyed, so a build happens once per combination and is then found by
+path: ncnn per (source sha256, CMake flags, compiler), the runner per (ncnn key,
+target, runner sources). The runner's sources ship inside this package, so an
+installed mfn-deploy builds the same runner as a checkout (`mfn-deploy native
+build`). Builds happen in a temporary directory and appear by one rename.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tarfile
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# Run with the project's .venv, where mfn_deploy is installed: one definition of the
-# cache location and of file hashing for the whole project.
-from mfn_deploy.artifacts import cache_root, sha256_of
+from mfn_deploy.artifacts import cache_root
+from mfn_deploy.errors import MfnError
+from mfn_deploy.pinned import PinnedFile, fetch
 
 # Must match the ncnn Python wheel so runner results compare like for like.
 NCNN_VERSION = "1.0.20261020"
-NCNN_SDIST_SHA256 = "ad8cdd63e9755cfa8e23b9b6d9ce46156077d80298a89e7c3ba325ffccfca200"
+NCNN_SOURCE = PinnedFile(
+    "ncnn",
+    f"ncnn-{NCNN_VERSION}.tar.gz",
+    "ad8cdd63e9755cfa8e23b9b6d9ce46156077d80298a89e7c3ba325ffccfca200",
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RUNNER_SOURCE_DIR = REPO_ROOT / "src" / "native"
-RUNNER_BUILD_ROOT = REPO_ROOT / "build" / "native"
+SOURCE_DIR = Path(__file__).resolve().parent
+RUNNER_SOURCES = ("CMakeLists.txt", "mfn_bench.cpp")
 
 # Everything not listed keeps ncnn's default. NCNN_VERSION must be given: the
 # sdist's CMakeLists otherwise stamps *today's* date into the version string.
@@ -61,7 +58,7 @@ class Target:
     name: str
     cc: str
     cxx: str
-    apt_packages: tuple[str, ...]
+    apt_package: str
     # Describes the toolchain to CMake; used for ncnn and the runner alike.
     toolchain_flags: tuple[str, ...]
     # Phones have no glibc/libgomp we could rely on: ARM runners are static.
@@ -84,14 +81,12 @@ def _cross(processor: str, triple: str, extra_flags: str = "") -> tuple[str, ...
 
 
 TARGETS = {
-    "host": Target(
-        "host", "gcc", "g++", ("g++",), (), static=False, emulator=None, best_effort=False
-    ),
+    "host": Target("host", "gcc", "g++", "g++", (), static=False, emulator=None, best_effort=False),
     "arm64-v8a": Target(
         "arm64-v8a",
         "aarch64-linux-gnu-gcc",
         "aarch64-linux-gnu-g++",
-        ("g++-aarch64-linux-gnu",),
+        "g++-aarch64-linux-gnu",
         _cross("aarch64", "aarch64-linux-gnu"),
         static=True,
         emulator="qemu-aarch64",
@@ -103,7 +98,7 @@ TARGETS = {
         "armeabi-v7a",
         "arm-linux-gnueabihf-gcc",
         "arm-linux-gnueabihf-g++",
-        ("g++-arm-linux-gnueabihf",),
+        "g++-arm-linux-gnueabihf",
         _cross("armv7-a", "arm-linux-gnueabihf", "-march=armv7-a -mfpu=neon -mfloat-abi=hard"),
         static=True,
         emulator="qemu-arm",
@@ -119,21 +114,26 @@ TOOL_PACKAGES = {
     "qemu-arm": "qemu-user",
 }
 
+Log = Callable[[str], None]
 
-class BuildError(RuntimeError):
+
+def _quiet(_message: str) -> None:
     pass
 
 
-def log(message: str) -> None:
-    print(f"[build_native] {message}", flush=True)
+class BuildError(MfnError):
+    """A failed build step; the message carries the tool's output tail and the log path."""
 
 
-def tail(text: str, lines: int = 40) -> str:
+def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def run(cmd: list[str], *, log_file: Path | None = None, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    except FileNotFoundError:
+        raise BuildError(f"{cmd[0]}: not found") from None
     output = proc.stdout + proc.stderr
     if log_file is not None:
         with log_file.open("a") as fh:
@@ -141,7 +141,7 @@ def run(cmd: list[str], *, log_file: Path | None = None, env: dict[str, str] | N
     if proc.returncode != 0:
         where = f" (full log: {log_file})" if log_file is not None else ""
         raise BuildError(
-            f"command failed ({proc.returncode}): {' '.join(cmd)}{where}\n{tail(output)}"
+            f"command failed ({proc.returncode}): {' '.join(cmd)}{where}\n{_tail(output)}"
         )
     return proc.stdout
 
@@ -152,19 +152,12 @@ APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
 @functools.cache
-def apt_update() -> None:
-    """Once per invocation, however many targets need packages."""
-    log("apt-get update")
+def _apt_update() -> None:
+    """Once per process, however many targets need packages."""
     run(["apt-get", "update"], env=APT_ENV)
 
 
-def apt_install(packages: list[str]) -> None:
-    apt_update()
-    log(f"apt-get install -y {' '.join(packages)}")
-    run(["apt-get", "install", "-y", *packages], env=APT_ENV)
-
-
-def ensure_tools(required: dict[str, str], optional: dict[str, str]) -> set[str]:
+def ensure_tools(required: dict[str, str], optional: dict[str, str], log: Log = _quiet) -> set[str]:
     """Install (as root) or explain how to install missing tools.
 
     `required` and `optional` map executable -> Debian package. Returns the
@@ -174,7 +167,9 @@ def ensure_tools(required: dict[str, str], optional: dict[str, str]) -> set[str]
     missing_opt = {exe: pkg for exe, pkg in optional.items() if shutil.which(exe) is None}
     packages = sorted(set(missing_req.values()) | set(missing_opt.values()))
     if packages and os.geteuid() == 0 and shutil.which("apt-get"):
-        apt_install(packages)
+        log(f"apt-get install -y {' '.join(packages)}")
+        _apt_update()
+        run(["apt-get", "install", "-y", *packages], env=APT_ENV)
         missing_req = {e: p for e, p in missing_req.items() if shutil.which(e) is None}
         missing_opt = {e: p for e, p in missing_opt.items() if shutil.which(e) is None}
     if missing_req:
@@ -189,76 +184,61 @@ def ensure_tools(required: dict[str, str], optional: dict[str, str]) -> set[str]
     return set(missing_opt)
 
 
-# --- ncnn source distribution ----------------------------------------------
+def _compiler_tools(target: Target) -> dict[str, str]:
+    return {
+        "cmake": "cmake",
+        "make": "make",
+        target.cc: target.apt_package,
+        target.cxx: target.apt_package,
+    }
 
 
-def fetch_sdist(cache: Path) -> Path:
-    dest = cache / "sdist" / f"ncnn-{NCNN_VERSION}.tar.gz"
-    if dest.is_file() and sha256_of(dest) == NCNN_SDIST_SHA256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    log(f"downloading ncnn=={NCNN_VERSION} sdist with pip")
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        # The sdist's setup.py reports a date-based version, so the normal
-        # resolver rejects it as not matching the pin; the legacy one accepts.
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--use-deprecated=legacy-resolver",
-                "--dest",
-                tmp,
-                f"ncnn=={NCNN_VERSION}",
-            ]
-        )
-        downloaded = Path(tmp) / dest.name
-        if not downloaded.is_file():
-            raise BuildError(
-                f"pip did not produce {dest.name} in {tmp}: {sorted(Path(tmp).iterdir())}"
-            )
-        actual = sha256_of(downloaded)
-        if actual != NCNN_SDIST_SHA256:
-            raise BuildError(
-                f"sha256 mismatch for {dest.name}: expected {NCNN_SDIST_SHA256}, got {actual}"
-            )
-        downloaded.replace(dest)
-    return dest
+# --- keys: what a build depends on -------------------------------------------
 
 
-# --- ncnn library ----------------------------------------------------------
+def _digest(obj: object) -> str:
+    # Key order is part of the key: keep it, so existing caches stay valid.
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:12]
 
 
 def ncnn_cmake_args(target: Target) -> list[str]:
     return [*NCNN_CMAKE_FLAGS, *target.toolchain_flags]
 
 
-def ncnn_cache_key(target: Target) -> str:
+def ncnn_key(target: Target) -> str:
     # The compiler version is part of the key so a toolchain upgrade rebuilds.
     compiler = (
         run([target.cxx, "-dumpfullversion"]).strip()
         + " "
         + run([target.cxx, "-dumpmachine"]).strip()
     )
-    blob = json.dumps(
-        {"sdist": NCNN_SDIST_SHA256, "cmake": ncnn_cmake_args(target), "cxx": compiler}
-    )
-    return f"{target.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    blob = {"sdist": NCNN_SOURCE.sha256, "cmake": ncnn_cmake_args(target), "cxx": compiler}
+    return f"{target.name}-{_digest(blob)}"
 
 
-def remove_stale_temp_dirs(parent: Path, key: str) -> None:
-    for stale in parent.glob(f".tmp-{key}-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and pid_alive(int(pid)):
-            continue
-        shutil.rmtree(stale, ignore_errors=True)
+def runner_key(target: Target) -> str:
+    """Needs no compiler, so finding a built runner is only hashing two small files."""
+    sources = {
+        name: hashlib.sha256((SOURCE_DIR / name).read_bytes()).hexdigest()
+        for name in RUNNER_SOURCES
+    }
+    blob = {
+        "sdist": NCNN_SOURCE.sha256,
+        "cmake": ncnn_cmake_args(target),
+        "static": target.static,
+        "sources": sources,
+    }
+    return f"{target.name}-{_digest(blob)}"
 
 
-def pid_alive(pid: int) -> bool:
+def runner_dir(target: str) -> Path:
+    return cache_root() / "runners" / runner_key(TARGETS[target])
+
+
+# --- atomic build directories ------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -268,43 +248,66 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def build_ncnn(target: Target, cache: Path, sdist: Path, jobs: int) -> Path:
+def _work_dir(final: Path) -> Path:
+    """A fresh ``.tmp-NAME-PID`` next to ``final``; leftovers of dead builds are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+    work = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+def _publish(staged: Path, final: Path) -> None:
+    try:
+        staged.rename(final)
+    except OSError:
+        # A concurrent build finished first; its result is equivalent.
+        if not final.is_dir():
+            raise
+
+
+# --- ncnn library ----------------------------------------------------------
+
+
+def fetch_source(dest_dir: Path | None = None) -> Path:
+    """The pinned ncnn source distribution, verified (downloaded into the cache if needed)."""
+    return fetch(NCNN_SOURCE, dest_dir)
+
+
+def build_ncnn(target: Target, jobs: int, log: Log = _quiet) -> Path:
     """Return the install prefix of ncnn for `target`, building it if needed."""
-    parent = cache / f"ncnn-{NCNN_VERSION}"
-    key = ncnn_cache_key(target)
-    prefix = parent / key
+    prefix = cache_root() / f"ncnn-{NCNN_VERSION}" / ncnn_key(target)
     # Only a finished build is ever renamed to `prefix`, so existence means done.
     if (prefix / "lib" / "cmake" / "ncnn" / "ncnnConfig.cmake").is_file():
         log(f"ncnn {NCNN_VERSION} for {target.name}: cached at {prefix}")
         return prefix
-
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_dirs(parent, key)
-    work = parent / f".tmp-{key}-{os.getpid()}"
-    work.mkdir()
-    log_file = parent / f"{key}.log"
+    sdist = fetch_source()
+    work = _work_dir(prefix)
+    log_file = prefix.with_suffix(".log")
     log_file.unlink(missing_ok=True)
-    log(f"building ncnn {NCNN_VERSION} for {target.name} with {jobs} jobs (minutes)")
-    log(f"build log: {log_file}")
+    log(
+        f"building ncnn {NCNN_VERSION} for {target.name} with {jobs} jobs (minutes); "
+        f"log: {log_file}"
+    )
     started = time.monotonic()
     try:
         with tarfile.open(sdist) as tar:
             tar.extractall(work, filter="data")
+        build, staged = work / "build", work / "install"
         source = work / f"ncnn-{NCNN_VERSION}"
-        build = work / "build"
-        staged = work / "install"
-        run(
-            [
-                "cmake",
-                "-S",
-                str(source),
-                "-B",
-                str(build),
-                f"-DCMAKE_INSTALL_PREFIX={staged}",
-                *ncnn_cmake_args(target),
-            ],
-            log_file=log_file,
-        )
+        configure = [
+            "cmake",
+            "-S",
+            str(source),
+            "-B",
+            str(build),
+            f"-DCMAKE_INSTALL_PREFIX={staged}",
+        ]
+        run([*configure, *ncnn_cmake_args(target)], log_file=log_file)
         run(["cmake", "--build", str(build), f"-j{jobs}"], log_file=log_file)
         run(["cmake", "--install", str(build)], log_file=log_file)
         info = {
@@ -314,19 +317,14 @@ def build_ncnn(target: Target, cache: Path, sdist: Path, jobs: int) -> Path:
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (staged / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            staged.rename(prefix)
-        except OSError:
-            # A concurrent build finished first; its result is equivalent.
-            if not prefix.is_dir():
-                raise
+        _publish(staged, prefix)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"ncnn for {target.name} built in {time.monotonic() - started:.0f}s")
     return prefix
 
 
-# --- runner ----------------------------------------------------------------
+# --- CMake projects against a cached ncnn -----------------------------------
 
 
 def cmake_project(
@@ -369,47 +367,6 @@ def cmake_project(
     return build_dir
 
 
-def build_runner(target: Target, ncnn_prefix: Path, jobs: int) -> Path:
-    build = cmake_project(
-        target, ncnn_prefix, RUNNER_SOURCE_DIR, RUNNER_BUILD_ROOT / target.name, jobs
-    )
-    log_file = build / "build.log"
-    binary = build / "mfn-bench"
-    if not binary.is_file():
-        raise BuildError(f"build finished but {binary} is missing (log: {log_file})")
-    return binary
-
-
-def smoke_test(target: Target, binary: Path, skip: set[str]) -> None:
-    if target.emulator in skip:
-        return
-    cmd = [str(binary), "--version"]
-    if target.emulator:
-        cmd = [target.emulator, *cmd]
-    log(f"{target.name}: {run(cmd).strip()}")
-
-
-def build_target(target: Target, cache: Path, jobs: int) -> Path:
-    required = {
-        "cmake": "cmake",
-        "make": "make",
-        target.cc: target.apt_packages[0],
-        target.cxx: target.apt_packages[0],
-    }
-    optional = {target.emulator: TOOL_PACKAGES[target.emulator]} if target.emulator else {}
-    missing_optional = ensure_tools(required, optional)
-    sdist = fetch_sdist(cache)
-    prefix = build_ncnn(target, cache, sdist, jobs)
-    binary = build_runner(target, prefix, jobs)
-    smoke_test(target, binary, missing_optional)
-    return binary
-
-
-# --- extra CMake projects --------------------------------------------------
-# For projects other than the runner (android-demo/host): build one against the
-# cached ncnn of a target, with that target's toolchain. Nothing above uses it.
-
-
 def build_extra_project(
     target_name: str,
     source_dir: Path,
@@ -417,66 +374,65 @@ def build_extra_project(
     extra_args: tuple[str, ...] = (),
     jobs: int | None = None,
 ) -> Path:
-    """Configure and build the CMake project in `source_dir`; returns `build_dir`.
-
-    The project gets -Dncnn_DIR and -DMFN_STATIC like the runner does. ncnn is
-    built first if the cache lacks it (minutes), otherwise reused (seconds).
-    """
+    """Build another CMake project (android-demo/host) with a target's toolchain and ncnn."""
     target = TARGETS[target_name]
     jobs = jobs or os.cpu_count() or 1
-    ensure_tools(
-        {
-            "cmake": "cmake",
-            "make": "make",
-            target.cc: target.apt_packages[0],
-            target.cxx: target.apt_packages[0],
-        },
-        {},
-    )
-    cache = cache_root()
-    prefix = build_ncnn(target, cache, fetch_sdist(cache), jobs)
+    ensure_tools(_compiler_tools(target), {})
+    prefix = build_ncnn(target, jobs)
     return cmake_project(target, prefix, source_dir, build_dir, jobs, tuple(extra_args))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--targets",
-        default="host,arm64-v8a,armeabi-v7a",
-        help="comma-separated subset of: " + ", ".join(TARGETS),
-    )
-    parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, help="parallel build jobs (default: nproc)"
-    )
-    args = parser.parse_args(argv)
+# --- the runner ------------------------------------------------------------
 
-    names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TARGETS]
-    if unknown:
-        parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
 
-    # Turn a plain `kill` into an exception so temp build dirs are removed and
-    # subprocess.run kills the cmake it is waiting for.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    cache = cache_root()
-    started = time.monotonic()
-    failed = False
+def _smoke_test(target: Target, binary: Path, log: Log) -> None:
+    cmd = [str(binary), "--version"]
+    if target.emulator:
+        cmd = [target.emulator, *cmd]
+    log(f"{target.name}: {run(cmd).strip()}")
+
+
+def build_runner(name: str, jobs: int | None = None, log: Log = _quiet) -> Path:
+    """The runner for target `name`, built (with its ncnn) unless the cache has it."""
+    target = TARGETS[name]
+    final = runner_dir(name)
+    binary = final / "mfn-bench"
+    optional = {target.emulator: TOOL_PACKAGES[target.emulator]} if target.emulator else {}
+    if binary.is_file():
+        log(f"{name}: cached at {binary}")
+        return binary
+    jobs = jobs or os.cpu_count() or 1
+    missing_optional = ensure_tools(_compiler_tools(target), optional, log)
+    prefix = build_ncnn(target, jobs, log)
+    work = _work_dir(final)
+    try:
+        # CMake wants a writable source tree no more than a build tree; the sources
+        # are copied so that a read-only site-packages builds too.
+        source = work / "src"
+        source.mkdir()
+        for file in RUNNER_SOURCES:
+            shutil.copy2(SOURCE_DIR / file, source / file)
+        build = cmake_project(target, prefix, source, work / "build", jobs)
+        staged = work / "out"
+        staged.mkdir()
+        shutil.copy2(build / "mfn-bench", staged / "mfn-bench")
+        shutil.copy2(build / "build.log", staged / "build.log")
+        if target.emulator not in missing_optional:
+            _smoke_test(target, staged / "mfn-bench", log)
+        _publish(staged, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+def build_runners(names: list[str], jobs: int | None = None, log: Log = _quiet) -> dict[str, Path]:
+    """Build each target in turn; best-effort targets may fail with a warning."""
+    built: dict[str, Path] = {}
     for name in names:
-        target = TARGETS[name]
         try:
-            binary = build_target(target, cache, args.jobs)
-            log(f"{name}: {binary.relative_to(REPO_ROOT)}")
+            built[name] = build_runner(name, jobs, log)
         except BuildError as exc:
-            if target.best_effort:
-                log(f"WARNING: {name} is best-effort and failed; continuing without it.\n{exc}")
-            else:
-                print(f"[build_native] error: {name}: {exc}", file=sys.stderr)
-                failed = True
-    log(f"done in {time.monotonic() - started:.1f}s")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            if not TARGETS[name].best_effort:
+                raise BuildError(f"{name}: {exc}") from None
+            log(f"warning: {name} is best-effort and failed; continuing without it: {exc}")
+    return built

@@ -1,7 +1,7 @@
 /*
  * qemu TCG plugin: count executed guest instructions (qemu-user).
  *
- *   gcc -shared -fPIC -O2 -o build/native/qemu_insn_plugin.so tools/qemu_insn_plugin.c
+ *   gcc -shared -fPIC -O2 -o qemu_insn_plugin.so src/mfn_deploy/native/qemu_insn_plugin.c
  *   OMP_WAIT_POLICY=PASSIVE qemu-aarch64 -plugin ./qemu_insn_plugin.so,outfile=count.txt ./mfn-bench ...
  *
  * Writes "insns <N>" to outfile, or to stderr without it.
