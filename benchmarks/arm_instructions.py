@@ -20,10 +20,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mfn_deploy.artifacts import ArtifactNames, write_json
+from mfn_deploy.export.manifest import read_manifest, tool_versions
+from mfn_deploy.export.stages import ArtifactNames
+from mfn_deploy.files import write_json
 from mfn_deploy.models import get_spec, names
 from mfn_deploy.native import instructions_per_inference
-from mfn_deploy.pipeline import cached_export, read_manifest, tool_versions
+from mfn_deploy.runtime import cached_export
 from mfn_deploy.stats import model_stats
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -10,7 +10,6 @@ interpreter start and imports included: what a user waits for.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,8 +20,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mfn_deploy.export.manifest import tool_versions
+from mfn_deploy.export.plan import ExportOptions, export
+from mfn_deploy.face.samples import face_inputs
+from mfn_deploy.files import write_json
 from mfn_deploy.models import names
-from mfn_deploy.pipeline import ExportOptions, export, tool_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_stages.json"
 
@@ -32,7 +34,7 @@ def time_model(name: str, repeats: int) -> dict:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            result = export(ExportOptions(out=Path(tmp) / name, model=name))
+            result = export(ExportOptions(out=Path(tmp) / name, model=name), faces=face_inputs)
             total = time.perf_counter() - t0
         if not result.parity.ok:
             raise SystemExit(f"{name}: parity failed at {result.parity.blamed}")
@@ -88,7 +90,7 @@ def main() -> None:
         "mobilefacenet_cli_wall_s": cli_wall,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(RESULTS, report)
     print(f"wrote {RESULTS}")
 
 

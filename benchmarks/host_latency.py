@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mfn_deploy.artifacts import write_json
+from mfn_deploy.files import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -40,8 +40,9 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def mfn_export(tmp_path_factory) -> Path:
     """One fp32 + fp16 export of the default MobileFaceNet, shared by many tests."""
-    from mfn_deploy.pipeline import ExportOptions, export
+    from mfn_deploy.export.plan import ExportOptions, export
+    from mfn_deploy.face.samples import face_inputs
 
     out = tmp_path_factory.mktemp("exports") / "mobilefacenet"
-    export(ExportOptions(out=out, model="mobilefacenet", fp16=True))
+    export(ExportOptions(out=out, model="mobilefacenet", fp16=True), faces=face_inputs)
     return out

@@ -6,7 +6,12 @@
   it through the app's native method signatures;
 - Kotlin, Java and the bridge declare the same natives, and the .so exports them;
 - the core links statically for arm64-v8a (and runs under qemu when available);
-- `mfn-deploy android-assets` fills an app's assets.
+- `mfn-deploy android-assets` fills an app's assets, with one contract file per
+  net (input size, channel order, mean, scale, blob names, alignment template)
+  from the manifests, and the core takes its preprocessing from those files alone:
+  an export whose manifest says BGR, (x - 127.5) / 127.5 or per-channel
+  mean/scale embeds as numpy + onnxruntime do with that preprocessing;
+- a malformed contract is a one-line error through the engine, never a crash.
 
 The builds go through mfn_deploy.native.build (cached ncnn: seconds when warm).
 """
@@ -80,6 +85,26 @@ def _composite() -> np.ndarray:
     return canvas
 
 
+def _fake_app(root: Path) -> Path:
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "build.gradle.kts").write_text("// stand-in\n")
+    return root
+
+
+def _make_assets(export: Path, detector: Path, root: Path) -> Path:
+    """The app's models folder as `mfn-deploy android-assets` writes it."""
+    from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets
+
+    app = _fake_app(root)
+    android_assets(export, detector, app)
+    return app / ASSETS_SUBDIR
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, mfn_export, detector) -> Path:
+    return _make_assets(mfn_export, detector, tmp_path_factory.mktemp("android-app") / "demo")
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, mfn_export, detector) -> dict:
     """name -> (raw RGB path, width, height, Python ncnn reference faces)."""
@@ -100,21 +125,21 @@ def photos(tmp_path_factory, mfn_export, detector) -> dict:
     return out
 
 
-def _engine_args(mfn_export: Path, detector: Path, raw: Path, w: int, h: int) -> list[str]:
-    return [
-        str(detector),
-        str(mfn_export / "mobilefacenet.ncnn.param"),
-        str(mfn_export / "mobilefacenet.ncnn.bin"),
-        str(raw),
-        str(w),
-        str(h),
-    ]
+def _engine_args(models: Path, raw: Path, w: int, h: int) -> list[str]:
+    """ASSETS_DIR EMBED_BASENAME RGB_FILE WIDTH HEIGHT, as the drivers take them."""
+    basename = json.loads((models / "assets.json").read_text())["embedder"]["ncnn_basename"]
+    return [str(models), basename, str(raw), str(w), str(h)]
 
 
 def _run(cmd: list[str]) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert proc.returncode == 0, f"{cmd[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+def _engine(host_build: Path, models: Path, raw: Path, w: int, h: int) -> dict:
+    binary = host_build / "face_engine_host_test"
+    return json.loads(_run([str(binary), *_engine_args(models, raw, w, h)]))
 
 
 def _cos(a, b) -> float:
@@ -141,10 +166,9 @@ def _assert_matches(faces: list[dict], reference) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("photo", ["astronaut", "three"])
-def test_host_engine_matches_python_ncnn_pipeline(photo, host_build, photos, mfn_export, detector):
+def test_host_engine_matches_python_ncnn_pipeline(photo, host_build, photos, assets):
     raw, w, h, reference = photos[photo]
-    binary = host_build / "face_engine_host_test"
-    result = json.loads(_run([str(binary), *_engine_args(mfn_export, detector, raw, w, h)]))
+    result = _engine(host_build, assets, raw, w, h)
     assert result["ncnn"] == bn.NCNN_VERSION
     assert len(reference) == (1 if photo == "astronaut" else 3)
     worst = _assert_matches(result["faces"], reference)
@@ -224,14 +248,14 @@ def test_jni_library_exports_every_declared_native(host_build):
 
 
 @pytest.mark.slow
-def test_java_calls_the_bridge_like_the_app(host_build, photos, mfn_export, detector, tmp_path):
+def test_java_calls_the_bridge_like_the_app(host_build, photos, assets, tmp_path):
     classes = tmp_path / "classes"
     sources = sorted(str(p) for p in JAVA_SRC.glob("*.java"))
     _run(["javac", "-Xlint:all", "-Werror", "-d", str(classes), *sources])
     raw, w, h, reference = photos["astronaut"]
     lib = host_build / "libface_engine_jni.so"
     cmd = ["java", "-cp", str(classes), "com.mfndeploy.demo.FaceEngineTest", str(lib)]
-    result = json.loads(_run([*cmd, *_engine_args(mfn_export, detector, raw, w, h)]))
+    result = json.loads(_run([*cmd, *_engine_args(assets, raw, w, h)]))
     assert result["faces"] == len(reference) == 1
     face = {k: result[k] for k in ("box", "landmarks", "embedding")}
     _assert_matches([face], reference[:1])
@@ -253,7 +277,7 @@ def _elf_machine_and_interp(path: Path) -> tuple[int, bool]:
 
 
 @pytest.mark.slow
-def test_core_links_statically_for_arm64(photos, mfn_export, detector):
+def test_core_links_statically_for_arm64(photos, assets):
     binary = build("arm64-v8a") / "face_engine_host_test"
     machine, dynamic = _elf_machine_and_interp(binary)
     assert machine == 183, f"e_machine {machine}, want 183 (AArch64)"
@@ -262,14 +286,8 @@ def test_core_links_statically_for_arm64(photos, mfn_export, detector):
     if qemu is None:
         return  # linking is the requirement; running under qemu is a bonus check
     raw, w, h, reference = photos["astronaut"]
-    result = json.loads(_run([qemu, str(binary), *_engine_args(mfn_export, detector, raw, w, h)]))
+    result = json.loads(_run([qemu, str(binary), *_engine_args(assets, raw, w, h)]))
     _assert_matches(result["faces"], reference)
-
-
-def _fake_app(root: Path) -> Path:
-    (root / "app").mkdir(parents=True)
-    (root / "app" / "build.gradle.kts").write_text("// stand-in\n")
-    return root
 
 
 @pytest.mark.slow
@@ -284,9 +302,12 @@ def test_android_assets_copies_models_with_a_manifest(mfn_export, detector, tmp_
         "benchmark.png",
         "detector/manifest.json",
         "embedder/manifest.json",
-        "embedder/mobilefacenet.ncnn.param",
-        "embedder/mobilefacenet.ncnn.bin",
-        *(f"detector/{n}.ncnn.{ext}" for n in ("pnet", "rnet", "onet") for ext in ("param", "bin")),
+        *(f"embedder/mobilefacenet.ncnn.{ext}" for ext in ("param", "bin", "contract")),
+        *(
+            f"detector/{n}.ncnn.{ext}"
+            for n in ("pnet", "rnet", "onet")
+            for ext in ("param", "bin", "contract")
+        ),
     }
     assert set(assets["files"]) == expected
     on_disk = {p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file()}
@@ -346,3 +367,378 @@ def test_app_sources_are_consistent():
     # The library Kotlin loads is the one CMake builds.
     assert 'System.loadLibrary("mfndemo")' in kotlin
     assert "add_library(mfndemo SHARED" in (CPP / "CMakeLists.txt").read_text()
+
+
+# --- the preprocessing contract: read from the assets, never built into the core --------
+
+
+def _read_contract(path: Path) -> dict[str, str]:
+    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+def _floats(value: str) -> list[float]:
+    return [float(v) for v in value.split(",")]
+
+
+def test_core_has_no_preprocessing_constants():
+    """Mean, scale, channel order, sizes, blob names and template live in the contract files."""
+    for name in ("face_engine.h", "face_engine.cpp", "jni_bridge.cpp"):
+        code = re.sub(r"//[^\n]*", "", (CPP / name).read_text())  # comments may explain
+        found = re.findall(
+            r"127\.5|0\.0078125|\b128\b|\b112\b|\b24\b|\b48\b|38\.29|substract_mean_normalize"
+            r"|PIXEL_\w+|\"in0\"|\"out0\"|kTemplate|kRNetSize|kONetSize",
+            code,
+        )
+        assert not found, f"{name}: {found}"
+
+
+@pytest.mark.slow
+def test_contract_files_record_the_manifests(assets, mfn_export, detector):
+    from mfn_deploy.contract import template
+
+    manifest = json.loads((mfn_export / "manifest.json").read_text())
+    spec = manifest["input"]
+    emb = _read_contract(assets / "embedder" / "mobilefacenet.ncnn.contract")
+    assert emb.keys() == {
+        "format", "net", "height", "width", "channel_order", "mean", "scale",
+        "input_blob", "output_blob", "landmark_template",
+    }  # fmt: skip
+    assert emb["format"] == "mfn-deploy/input-contract-v1" and emb["net"] == "embedder"
+    assert (int(emb["height"]), int(emb["width"])) == (spec["height"], spec["width"]) == (112, 112)
+    assert emb["channel_order"] == spec["channel_order"] == "RGB"
+    assert _floats(emb["mean"]) == [spec["mean"]] * 3 == [127.5] * 3
+    assert _floats(emb["scale"]) == [spec["scale"]] * 3 == [0.0078125] * 3
+    assert [emb["input_blob"]] == manifest["ncnn_blobs"]["inputs"]
+    assert [emb["output_blob"]] == manifest["ncnn_blobs"]["outputs"]
+    recorded = (manifest.get("alignment") or {}).get("template", template((112, 112)).tolist())
+    assert _floats(emb["landmark_template"]) == list(np.ravel(recorded))
+
+    det = json.loads((detector / "manifest.json").read_text())
+    for name, side in (("pnet", "any"), ("rnet", "24"), ("onet", "48")):
+        c = _read_contract(assets / "detector" / f"{name}.ncnn.contract")
+        assert c["net"] == name and c["height"] == c["width"] == side
+        assert c["channel_order"] == det["input"]["channel_order"]
+        assert _floats(c["mean"]) == [det["input"]["mean"]] * 3
+        assert _floats(c["scale"]) == [det["input"]["scale"]] * 3
+        assert [c["input_blob"]] == det["nets"][name]["ncnn_blobs"]["inputs"]
+        assert "landmark_template" not in c
+
+
+def _similarity(landmarks: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (Umeyama), as align.py and the core compute it."""
+    src, dst = np.asarray(landmarks, np.float64), np.asarray(target, np.float64)
+    sc, dc = src - src.mean(0), dst - dst.mean(0)
+    a = (sc * dc).sum() / (sc**2).sum()
+    b = (sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum() / (sc**2).sum()
+    rot = np.array([[a, -b], [b, a]])
+    return np.hstack([rot, (dst.mean(0) - rot @ src.mean(0))[:, None]])
+
+
+def _reference_embedding(export: Path, image_bgr, landmarks, contract: dict) -> np.ndarray:
+    """numpy + onnxruntime with exactly ``contract``'s preprocessing: no project code."""
+    import onnxruntime as ort
+
+    manifest = json.loads((export / "manifest.json").read_text())
+    h, w = contract["height"], contract["width"]
+    m = _similarity(np.reshape(landmarks, (5, 2)), np.reshape(contract["template"], (5, 2)))
+    crop = cv2.warpAffine(image_bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    pixels = crop if contract["channel_order"] == "BGR" else crop[:, :, ::-1]
+    mean = np.float32(contract["mean"]) * np.ones(3, np.float32)
+    scale = np.float32(contract["scale"]) * np.ones(3, np.float32)
+    x = ((pixels.astype(np.float32) - mean) * scale).transpose(2, 0, 1)[None]
+    sess = ort.InferenceSession(
+        str(export / manifest["artifacts"]["onnx"]["file"]), providers=["CPUExecutionProvider"]
+    )
+    (emb,) = sess.run(None, {manifest["input"]["onnx_input"]: np.ascontiguousarray(x)})
+    emb = emb.reshape(-1).astype(np.float64)
+    return emb / np.linalg.norm(emb)
+
+
+DEFAULT = {"channel_order": "RGB", "mean": 127.5, "scale": 0.0078125}
+IMPORTED = {
+    # What the redesign issue asks for: another model's preprocessing, no code change.
+    "bgr-127.5": {"channel_order": "BGR", "mean": 127.5, "scale": 1 / 127.5},
+    # Per-channel lists (ImageNet's, in tensor channel order) and a template of its own.
+    "per-channel": {
+        "channel_order": "RGB",
+        "mean": [123.675, 116.28, 103.53],
+        "scale": [1 / 58.395, 1 / 57.12, 1 / 57.375],
+        "shift": [3.0, -4.0],
+    },
+}
+
+
+def _imported_export(mfn_export: Path, root: Path, pre: dict) -> tuple[Path, dict]:
+    """A copy of the export whose manifest says other preprocessing (weights unchanged)."""
+    from mfn_deploy.contract import template
+
+    out = root / "imported"
+    shutil.copytree(mfn_export, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    spec = manifest["input"]
+    spec |= {k: pre[k] for k in ("channel_order", "mean", "scale")}
+    points = template((spec["height"], spec["width"])) + pre.get("shift", [0.0, 0.0])
+    manifest["alignment"] = (manifest.get("alignment") or {}) | {"template": points.tolist()}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out, {**spec, "template": points.reshape(-1).tolist()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(IMPORTED))
+def test_embedder_preprocessing_comes_from_the_contract(
+    case, host_build, photos, mfn_export, detector, assets, tmp_path
+):
+    """The core embeds as numpy does with the manifest's preprocessing, not the default's."""
+    from mfn_deploy.contract import template
+
+    export, contract = _imported_export(mfn_export, tmp_path, IMPORTED[case])
+    models = _make_assets(export, detector, tmp_path / "demo")
+    raw, w, h, _ = photos["astronaut"]
+    got = _engine(host_build, models, raw, w, h)
+    mean, scale = (np.broadcast_to(contract[k], 3).tolist() for k in ("mean", "scale"))
+    assert got["embedder"] == {
+        "width": 112,
+        "height": 112,
+        "channel_order": contract["channel_order"],
+        "mean": pytest.approx(mean, rel=1e-7),
+        "scale": pytest.approx(scale, rel=1e-7),
+    }
+    (face,) = got["faces"]
+    image = cv2.imread(str(raw.with_suffix(".png")), cv2.IMREAD_COLOR)
+    ref = _reference_embedding(export, image, face["landmarks"], contract)
+    default = DEFAULT | {"height": 112, "width": 112, "template": template((112, 112))}
+    ref_default = _reference_embedding(export, image, face["landmarks"], default)
+    # The two preprocessings give clearly different embeddings, so a core with
+    # built-in constants cannot pass both this and the default parity test.
+    assert _cos(ref, ref_default) < 0.99, _cos(ref, ref_default)
+    assert _cos(face["embedding"], ref) >= MIN_COSINE, _cos(face["embedding"], ref)
+    assert _cos(face["embedding"], ref_default) < MIN_COSINE
+    # And the default assets still give the default's embedding on the same face.
+    default_run = _engine(host_build, assets, raw, w, h)["faces"][0]
+    assert _cos(default_run["embedding"], ref_default) >= MIN_COSINE
+
+
+def _swap_channels(raw: Path, out: Path) -> Path:
+    out.write_bytes(np.fromfile(raw, np.uint8).reshape(-1, 3)[:, ::-1].tobytes())
+    return out
+
+
+def _detections(result: dict) -> list:
+    return [(f["box"], f["score"], f["landmarks"]) for f in result["faces"]]
+
+
+@pytest.mark.slow
+def test_detector_preprocessing_comes_from_the_contract(
+    host_build, photos, mfn_export, detector, assets, tmp_path
+):
+    """MTCNN's channel order, mean and scale come from the detector manifest too."""
+    raw, w, h, _ = photos["astronaut"]
+    swapped = _swap_channels(raw, tmp_path / "swapped.rgb")
+
+    def with_input(name: str, **record) -> Path:
+        det = tmp_path / name
+        shutil.copytree(detector, det)
+        manifest = json.loads((det / "manifest.json").read_text())
+        manifest["input"] |= record
+        (det / "manifest.json").write_text(json.dumps(manifest))
+        return _make_assets(mfn_export, det, tmp_path / f"app-{name}")
+
+    bgr = with_input("bgr", channel_order="BGR")
+    # Feeding BGR to the nets is exactly the default fed a channel-swapped image ...
+    assert _detections(_engine(host_build, bgr, raw, w, h)) == _detections(
+        _engine(host_build, assets, swapped, w, h)
+    )
+    # ... and not the default itself.
+    default = _detections(_engine(host_build, assets, raw, w, h))
+    assert _detections(_engine(host_build, bgr, raw, w, h)) != default
+    # Mean and scale are the manifest's: another scale moves the scores.
+    scaled = with_input("scaled", scale=1 / 127.5, mean=[127.0, 127.5, 128.0])
+    moved = _detections(_engine(host_build, scaled, raw, w, h))
+    assert len(moved) == len(default) and [f[1] for f in moved] != [f[1] for f in default]
+
+
+def _edit(text: str, key: str, value: str | None) -> str:
+    """The contract with ``key``'s line replaced (None: removed)."""
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}="))
+    lines[i : i + 1] = [] if value is None else [f"{key}={value}"]
+    return "\n".join(lines) + "\n"
+
+
+# file (under models/), how to spoil it, what the engine must say.
+MALFORMED = {
+    "missing-file": ("embedder", None, "mobilefacenet.ncnn.contract: cannot read"),
+    "empty": ("embedder", lambda _t: "", "embedder contract: missing key 'format'"),
+    "binary": ("embedder", lambda _t: "\x00\xff\x01=", "embedder contract: not a text file"),
+    "no-equals": ("embedder", lambda t: t + "mean 1\n", "expected key=value, got 'mean 1'"),
+    "unknown-key": ("embedder", lambda t: t + "meen=1\n", "unknown key 'meen' for embedder"),
+    "repeated-key": ("embedder", lambda t: t + "mean=1\n", "'mean' repeats line"),
+    "missing-key": ("embedder", lambda t: _edit(t, "scale", None), "missing key 'scale'"),
+    "other-format": (
+        "embedder",
+        lambda t: _edit(t, "format", "mfn-deploy/input-contract-v9"),
+        "format must be mfn-deploy/input-contract-v1",
+    ),
+    "channel-order": (
+        "embedder",
+        lambda t: _edit(t, "channel_order", "RGBA"),
+        "channel_order must be RGB or BGR, got 'RGBA'",
+    ),
+    "two-means": ("embedder", lambda t: _edit(t, "mean", "1,2"), "mean must be 1 or 3"),
+    "mean-text": ("embedder", lambda t: _edit(t, "mean", "1,x,3"), "mean must be 1 or 3"),
+    "zero-scale": ("embedder", lambda t: _edit(t, "scale", "0"), "scale must be 1 or 3"),
+    "nan-scale": ("embedder", lambda t: _edit(t, "scale", "nan"), "scale must be 1 or 3"),
+    "huge-scale": ("embedder", lambda t: _edit(t, "scale", "1e300"), "scale must be within"),
+    "bad-height": ("embedder", lambda t: _edit(t, "height", "-5"), "height must be an integer"),
+    "huge-width": ("embedder", lambda t: _edit(t, "width", "99999"), "width must be an integer"),
+    "any-size": ("embedder", lambda t: _edit(t, "width", "any"), "width must be an integer"),
+    "fixed-pnet": ("pnet", lambda t: _edit(t, "height", "12"), "height must be 'any'"),
+    "no-blob": (
+        "embedder",
+        lambda t: _edit(t, "input_blob", "nosuch"),
+        "embedder contract: the model has no blob 'nosuch'",
+    ),
+    "blob-space": ("embedder", lambda t: _edit(t, "output_blob", "out 0"), "output_blob must be"),
+    "short-template": (
+        "embedder",
+        lambda t: _edit(t, "landmark_template", "1,2,3,4,5,6,7,8,9"),
+        "landmark_template must be 10",
+    ),
+    "template-for-rnet": (
+        "rnet",
+        lambda t: t + "landmark_template=1,2,3,4,5,6,7,8,9,10\n",
+        "unknown key 'landmark_template' for rnet",
+    ),
+    "another-nets-file": ("onet", "rnet", "net must be onet (the file of another net?)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_contract_is_a_clean_error(case, host_build, photos, assets, tmp_path):
+    net, spoil, expected = MALFORMED[case]
+    models = tmp_path / "models"
+    shutil.copytree(assets, models)
+    folder = models / ("embedder" if net == "embedder" else "detector")
+    path = folder / f"{'mobilefacenet' if net == 'embedder' else net}.ncnn.contract"
+    if spoil is None:
+        path.unlink()
+    elif isinstance(spoil, str):  # another net's contract in its place
+        shutil.copyfile(folder / f"{spoil}.ncnn.contract", path)
+    else:
+        path.write_bytes(spoil(path.read_text()).encode("latin-1"))
+    raw, w, h, _ = photos["astronaut"]
+    binary = host_build / "face_engine_host_test"
+    proc = subprocess.run(
+        [str(binary), *_engine_args(models, raw, w, h)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)  # an error, not a signal
+    assert proc.stdout == ""
+    assert expected in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.slow
+def test_contract_with_crlf_and_comments_loads(host_build, photos, assets, tmp_path):
+    """Edited on Windows, commented, spaced: still the same contract."""
+    models = tmp_path / "models"
+    shutil.copytree(assets, models)
+    path = models / "embedder" / "mobilefacenet.ncnn.contract"
+    lines = path.read_text().splitlines()
+    edited = ["# edited by hand", ""] + [ln.replace("=", " = ", 1) for ln in lines]
+    path.write_bytes("\r\n".join(edited).encode())  # no final newline either
+    raw, w, h, _ = photos["astronaut"]
+    edited_run = _engine(host_build, models, raw, w, h)
+    original = _engine(host_build, assets, raw, w, h)
+    assert edited_run["embedder"] == original["embedder"]
+    assert _detections(edited_run) == _detections(original)
+    assert [f["embedding"] for f in edited_run["faces"]] == [
+        f["embedding"] for f in original["faces"]
+    ]
+
+
+# export manifest edits -> what android-assets must say (after "<manifest path>: ")
+BAD_EXPORT = {
+    "channel-order": (lambda m: m["input"].update(channel_order="GBR"), "input.channel_order"),
+    "mean-pair": (lambda m: m["input"].update(mean=[1, 2]), "input.mean must be a number or"),
+    "mean-text": (lambda m: m["input"].update(mean="127.5"), "input.mean must be a number or"),
+    "scale-zero": (lambda m: m["input"].update(scale=0), "input.scale must be a number or"),
+    "scale-negative": (lambda m: m["input"].update(scale=[1, -1, 1]), "input.scale must be"),
+    "no-scale": (lambda m: m["input"].pop("scale"), "input.scale missing"),
+    "layout": (lambda m: m["input"].update(layout="NHWC"), "input.layout must be NCHW"),
+    "height": (lambda m: m["input"].update(height=0), "input.height"),
+    "two-inputs": (
+        lambda m: m["ncnn_blobs"].update(inputs=["in0", "in1"]),
+        "ncnn_blobs.inputs must list one ncnn blob name",
+    ),
+    "blob-space": (
+        lambda m: m["ncnn_blobs"].update(outputs=["out 0"]),
+        "ncnn_blobs.outputs must list one ncnn blob name",
+    ),
+    "template": (
+        lambda m: m.update(alignment={"template": [[1, 2]] * 4}),
+        "alignment.template must be 5 [x, y] pairs",
+    ),
+}
+BAD_DETECTOR = {
+    "channel-order": (lambda m: m["input"].update(channel_order="RGBA"), "input.channel_order"),
+    "scale": (lambda m: m["input"].update(scale=None), "input.scale must be"),
+    "pnet-size": (lambda m: m["nets"]["pnet"].update(input_size=[12, 12]), "nets.pnet.input_size"),
+    "rnet-size": (lambda m: m["nets"]["rnet"].pop("input_size"), "nets.rnet.input_size must be"),
+    "onet-blobs": (
+        lambda m: m["nets"]["onet"].update(ncnn_blobs={"inputs": ["in0"]}),
+        "nets.onet.ncnn_blobs.outputs",
+    ),
+    "no-onet": (lambda m: m["nets"].pop("onet"), "nets.onet missing"),
+}
+
+
+def _edited_copy(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    edit(manifest)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+BAD_RECORDS = [("export", c) for c in sorted(BAD_EXPORT)] + [
+    ("detector", c) for c in sorted(BAD_DETECTOR)
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which,case", BAD_RECORDS)
+def test_android_assets_refuses_a_bad_contract_record(which, case, mfn_export, detector, tmp_path):
+    from mfn_deploy.android_assets import android_assets
+    from mfn_deploy.errors import MfnError
+
+    edit, expected = (BAD_EXPORT if which == "export" else BAD_DETECTOR)[case]
+    export, det = mfn_export, detector
+    if which == "export":
+        export = _edited_copy(mfn_export, tmp_path / "export", edit)
+    else:
+        det = _edited_copy(detector, tmp_path / "detector", edit)
+    app = _fake_app(tmp_path / "demo")
+    with pytest.raises(MfnError) as err:
+        android_assets(export, det, app)
+    message = str(err.value)
+    bad = export if which == "export" else det
+    assert message.startswith(f"{bad / 'manifest.json'}: "), message
+    assert expected in message and "\n" not in message, message
+    assert not (app / "app" / "src").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_android_assets_reports_a_bad_record_in_one_line(mfn_export, detector, tmp_path):
+    export = _edited_copy(
+        mfn_export, tmp_path / "export", lambda m: m["input"].update(channel_order="YUV")
+    )
+    app = _fake_app(tmp_path / "demo")
+    proc = run_cli("android-assets", "--export", export, "--detector", detector, "--app", app)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "input.channel_order must be RGB or BGR, got 'YUV'" in proc.stderr, proc.stderr

@@ -208,9 +208,9 @@ def test_bench_faults(phones, jobs, faults, abi, device_status, model_status, me
 
 def test_model_name_with_shell_metacharacters(phones, jobs, tmp_path):
     """An export whose model (hence file) name is a shell attack benchmarks as data."""
-    from mfn_deploy.artifacts import ArtifactNames
     from mfn_deploy.device.bench import bench_adb
     from mfn_deploy.device.models import load_job
+    from mfn_deploy.export.stages import ArtifactNames
 
     root = phones(phone("p1"))
     evil = "x'; touch PWNED; echo '$(touch PWNED2)`touch PWNED3`"

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from conftest import run_cli
-from mfn_deploy.artifacts import ArtifactNames
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.backends import onnx_runner
+from mfn_deploy.export.parity import compare
+from mfn_deploy.export.plan import ExportOptions, ParityError, check, export
+from mfn_deploy.export.stages import ArtifactNames
+from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.models import create, names
-from mfn_deploy.parity import compare, onnx_runner
-from mfn_deploy.pipeline import ExportOptions, ParityError, check, export
 from mfn_deploy.weights import default_weights, save_checkpoint
 
 FP16_SUBNORMAL = 6.1e-5
@@ -25,7 +27,7 @@ FP16_SUBNORMAL = 6.1e-5
 @pytest.mark.parametrize("name", names())
 def test_every_table2_network_exports_and_passes_fp32_parity(name, tmp_path):
     out = tmp_path / name
-    result = export(ExportOptions(out=out, model=name, n_random=4))
+    result = export(ExportOptions(out=out, model=name, n_random=4), faces=face_inputs)
     assert result.parity.ok, result.parity.blamed
     stages = {r.stage for r in result.parity.results}
     assert stages == {"fold", "onnx", "simplify", "ncnn"}
@@ -124,7 +126,7 @@ def test_fp16_pair_is_written_and_within_fp16_tolerance(mfn_export):
 
 
 def test_default_weights_have_real_bn_statistics_and_no_fp16_subnormals():
-    from mfn_deploy.fold import fold_batchnorm
+    from mfn_deploy.export.fold import fold_batchnorm
 
     model = default_weights(create("mobilefacenet"))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -144,7 +146,7 @@ def test_default_weights_have_real_bn_statistics_and_no_fp16_subnormals():
 
 
 def test_fold_handles_linear_batchnorm1d_and_reports_unfoldable_bn():
-    from mfn_deploy.fold import fold_batchnorm
+    from mfn_deploy.export.fold import fold_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -171,7 +173,7 @@ def test_fold_handles_linear_batchnorm1d_and_reports_unfoldable_bn():
 
 
 def _wrong_fold(model):
-    from mfn_deploy.fold import fold_batchnorm
+    from mfn_deploy.export.fold import fold_batchnorm
 
     folded, report = fold_batchnorm(model)
     conv = next(m for m in folded.modules() if isinstance(m, torch.nn.Conv2d))
@@ -181,7 +183,7 @@ def _wrong_fold(model):
 
 
 def _corrupt_ncnn(onnx_path, size, param, binary, fp16):
-    from mfn_deploy.convert import convert_to_ncnn
+    from mfn_deploy.export.to_ncnn import convert_to_ncnn
 
     blobs = convert_to_ncnn(onnx_path, size, param, binary, fp16)
     data = bytearray(binary.read_bytes())
@@ -191,10 +193,10 @@ def _corrupt_ncnn(onnx_path, size, param, binary, fp16):
     return blobs
 
 
-def _lossy_simplify(src, dst, check_n=3):
-    from mfn_deploy.simplify import simplify_onnx
+def _lossy_simplify(src, dst, check_n=3, test_shape=None):
+    from mfn_deploy.export.simplify import simplify_onnx
 
-    report = simplify_onnx(src, dst, check_n)
+    report = simplify_onnx(src, dst, check_n, test_shape)
     proto = onnx.load(str(dst))
     init = proto.graph.initializer[0]
     arr = onnx.numpy_helper.to_array(init) * 1.5
@@ -214,12 +216,12 @@ def _lossy_simplify(src, dst, check_n=3):
 def test_a_broken_stage_is_blamed_and_nothing_is_written(
     target, replacement, stage, tmp_path, monkeypatch
 ):
-    from mfn_deploy import pipeline
+    from mfn_deploy.export import stages
 
-    monkeypatch.setattr(pipeline, target, replacement)
+    monkeypatch.setattr(stages, target, replacement)
     out = tmp_path / "out"
     with pytest.raises(ParityError) as e:
-        export(ExportOptions(out=out, model="mobilefacenet", n_random=2))
+        export(ExportOptions(out=out, model="mobilefacenet", n_random=2), faces=face_inputs)
     assert e.value.report.blamed == stage
     assert f"first broken stage is '{stage}'" in str(e.value)
     failed = [r.stage for r in e.value.report.results if not r.ok]
@@ -235,7 +237,7 @@ def test_export_from_our_checkpoint_and_from_a_plain_state_dict(tmp_path):
     model = default_weights(create("mobilefacenet_96x96"), seed=7)
     ckpt = tmp_path / "run.pt"
     save_checkpoint(ckpt, model, config={"lr": 0.1})
-    r = export(ExportOptions(out=tmp_path / "a", checkpoint=ckpt, n_random=2))
+    r = export(ExportOptions(out=tmp_path / "a", checkpoint=ckpt, n_random=2), faces=face_inputs)
     assert r.parity.ok
     assert r.manifest["model"] == "mobilefacenet_96x96"
     assert r.manifest["input"]["height"] == 96
@@ -243,7 +245,10 @@ def test_export_from_our_checkpoint_and_from_a_plain_state_dict(tmp_path):
 
     plain = tmp_path / "plain.pt"
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, plain)  # DDP-style keys
-    r2 = export(ExportOptions(out=tmp_path / "b", checkpoint=plain, model="mobilefacenet_96x96"))
+    r2 = export(
+        ExportOptions(out=tmp_path / "b", checkpoint=plain, model="mobilefacenet_96x96"),
+        faces=face_inputs,
+    )
     # Same weights, same embedding from both sources.
     a = np.fromfile(tmp_path / "a" / "mobilefacenet_96x96.ncnn.bin", np.uint8)
     b = np.fromfile(tmp_path / "b" / "mobilefacenet_96x96.ncnn.bin", np.uint8)
@@ -254,7 +259,7 @@ def test_export_from_our_checkpoint_and_from_a_plain_state_dict(tmp_path):
 def test_export_from_an_existing_onnx_skips_the_torch_stages(mfn_export, tmp_path):
     src = tmp_path / "foreign face model.onnx"
     src.write_bytes((mfn_export / "mobilefacenet.raw.onnx").read_bytes())
-    r = export(ExportOptions(out=tmp_path / "o", onnx=src, n_random=2))
+    r = export(ExportOptions(out=tmp_path / "o", onnx=src, n_random=2), faces=face_inputs)
     assert r.parity.ok
     assert r.parity.reference.startswith("onnxruntime")
     assert {x.stage for x in r.parity.results} == {"simplify", "ncnn"}
@@ -263,14 +268,20 @@ def test_export_from_an_existing_onnx_skips_the_torch_stages(mfn_export, tmp_pat
 
 
 def test_batch_dynamic_onnx_takes_any_batch(tmp_path):
-    r = export(ExportOptions(out=tmp_path / "d", model="mobilefacenet", batch_dynamic=True))
+    r = export(
+        ExportOptions(out=tmp_path / "d", model="mobilefacenet", batch_dynamic=True),
+        faces=face_inputs,
+    )
     assert r.parity.ok
     run = onnx_runner(tmp_path / "d" / "mobilefacenet.onnx")
     assert run(np.zeros((5, 3, 112, 112), np.float32)).shape == (5, 128)
 
 
 def test_export_at_another_input_size(tmp_path):
-    r = export(ExportOptions(out=tmp_path / "s", model="mobilefacenet", input_size=(128, 96)))
+    r = export(
+        ExportOptions(out=tmp_path / "s", model="mobilefacenet", input_size=(128, 96)),
+        faces=face_inputs,
+    )
     assert r.parity.ok
     assert (r.manifest["input"]["height"], r.manifest["input"]["width"]) == (128, 96)
 
@@ -280,7 +291,7 @@ def test_export_at_another_input_size(tmp_path):
 
 def test_check_reruns_parity_on_an_existing_export(mfn_export):
     before = sorted((p.name, p.stat().st_mtime_ns) for p in mfn_export.iterdir())
-    report = check(mfn_export, n_random=3, seed=5)
+    report = check(mfn_export, n_random=3, seed=5, faces=face_inputs)
     assert report.ok
     assert {r.stage for r in report.results} == {"fold", "onnx", "simplify", "ncnn", "ncnn_fp16"}
     assert sorted((p.name, p.stat().st_mtime_ns) for p in mfn_export.iterdir()) == before
@@ -415,7 +426,7 @@ def test_wrong_architecture_names_the_keys(tmp_path):
 
 
 def test_pnnx_failure_shows_its_stderr_tail(tmp_path):
-    from mfn_deploy.convert import convert_to_ncnn
+    from mfn_deploy.export.to_ncnn import convert_to_ncnn
 
     bad = _garbage(tmp_path / "bad.onnx")
     with pytest.raises(MfnError, match=r"bad.onnx: pnnx failed \(exit -?\d+\)"):
@@ -428,14 +439,19 @@ def test_force_replaces_and_a_failed_force_keeps_the_old_export(tmp_path, monkey
     out.mkdir()
     (out / "old.txt").write_text("old")
     (out / "manifest.json").write_text('{"format": "mfn-deploy/export-v1"}')  # --force needs it
-    from mfn_deploy import pipeline
+    from mfn_deploy.export import stages
 
-    monkeypatch.setattr(pipeline, "fold_batchnorm", _wrong_fold)
+    monkeypatch.setattr(stages, "fold_batchnorm", _wrong_fold)
     with pytest.raises(ParityError):
-        export(ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2))
+        export(
+            ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2),
+            faces=face_inputs,
+        )
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "old.txt"]
     monkeypatch.undo()
-    export(ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2))
+    export(
+        ExportOptions(out=out, model="mobilefacenet_s", force=True, n_random=2), faces=face_inputs
+    )
     assert not (out / "old.txt").exists()
     assert (out / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from mfn_deploy.artifacts import check_replaceable, staged_directory
 from mfn_deploy.errors import MfnError
-from mfn_deploy.pipeline import MANIFEST_FORMAT, ExportOptions, export, verify_artifacts
+from mfn_deploy.export.artifacts import check_replaceable, staged_directory
+from mfn_deploy.export.manifest import MANIFEST_FORMAT, verify_artifacts
+from mfn_deploy.export.plan import ExportOptions, export
+from mfn_deploy.face.samples import face_inputs
 
 SMALL = ["--model", "mobilefacenet_96x96", "--input-size", "32x32", "--random-inputs", "1"]
 TIMEOUT = 600  # a loaded two-core CI machine takes seconds per export; never minutes
@@ -70,7 +72,7 @@ def _reaped_pid() -> int:
 @pytest.fixture(scope="module")
 def previous_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("previous") / "out"
-    export(_small(out))
+    export(_small(out), faces=face_inputs)
     return out
 
 
@@ -176,7 +178,7 @@ def test_force_replaces_a_previous_export(out):
     (out / "stale.txt").write_text("from an older export")
     before = json.loads((out / "manifest.json").read_text())
 
-    result = export(_small(out, force=True, seed=1))
+    result = export(_small(out, force=True, seed=1), faces=face_inputs)
 
     assert not (out / "stale.txt").exists()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -264,9 +266,10 @@ def test_importing_the_cli_loads_no_torch():
     probe = "import sys, mfn_deploy.cli; print(sorted({'torch', 'onnx'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
-    from mfn_deploy import cli, onnx_export
+    from mfn_deploy import cli
+    from mfn_deploy.export import to_onnx
 
-    assert cli.DEFAULT_OPSET == onnx_export.DEFAULT_OPSET
+    assert cli.DEFAULT_OPSET == to_onnx.DEFAULT_OPSET
 
 
 def test_leftovers_of_a_killed_export_are_swept_by_the_next(out):
@@ -286,7 +289,7 @@ def test_leftovers_of_a_killed_export_are_swept_by_the_next(out):
     alive = parent / f".out.staging-{os.getpid()}-busy"  # a live owner: not ours to delete
     alive.mkdir()
 
-    export(_small(out, force=True))
+    export(_small(out, force=True), faces=face_inputs)
 
     assert sorted(p.name for p in parent.iterdir()) == sorted(["out", alive.name])
     verify_artifacts(out, json.loads((out / "manifest.json").read_text()))

@@ -7,7 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from mfn_deploy.images import face_inputs
+from mfn_deploy.export.backends import onnx_runner
+from mfn_deploy.export.parity import compare
+from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.models import InputSpec
 from mfn_deploy.native import (
     RunnerOptions,
@@ -17,7 +19,6 @@ from mfn_deploy.native import (
     runner_args,
     write_input,
 )
-from mfn_deploy.parity import compare, onnx_runner
 
 
 @pytest.mark.parametrize(
@@ -107,8 +108,8 @@ def test_ncnn_fp16_depthwise_stride2_tail_defect_is_pinned(tmp_path):
     """
     import torch
 
-    from mfn_deploy.convert import convert_to_ncnn
-    from mfn_deploy.onnx_export import export_onnx
+    from mfn_deploy.export.to_ncnn import convert_to_ncnn
+    from mfn_deploy.export.to_onnx import export_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

@@ -430,13 +430,15 @@ def test_resuming_a_finished_run_does_nothing(trained, face_dir):
 
 
 def test_checkpoint_exports_with_the_export_pipeline(trained, tmp_path):
-    from mfn_deploy.pipeline import ExportOptions, export
+    from mfn_deploy.export.plan import ExportOptions, export
+    from mfn_deploy.face.samples import face_inputs
 
     ckpt = torch.load(trained.checkpoint, weights_only=True)
     assert ckpt["arch"] == MODEL and ckpt["input_spec"]["height"] == 112
     assert ckpt["config"]["batch"] == 16 and ckpt["config"]["milestones"] == [36000, 52000, 58000]
     result = export(
-        ExportOptions(out=tmp_path / "export", checkpoint=trained.checkpoint, n_random=2)
+        ExportOptions(out=tmp_path / "export", checkpoint=trained.checkpoint, n_random=2),
+        faces=face_inputs,
     )
     assert result.parity.ok
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())

@@ -3,9 +3,27 @@
 Layout under ``<app>/app/src/main/assets/models/`` (what FaceEngine.kt reads)::
 
     assets.json                      this module's manifest: files + sha256, embedder input
-    detector/{pnet,rnet,onet}.ncnn.{param,bin}, detector/manifest.json
-    embedder/<model>.ncnn.{param,bin}, embedder/manifest.json
+    detector/{pnet,rnet,onet}.ncnn.{param,bin,contract}, detector/manifest.json
+    embedder/<model>.ncnn.{param,bin,contract}, embedder/manifest.json
     benchmark.png                    the photo the in-app benchmark runs on
+
+Each ``.contract`` file is the net's preprocessing contract, taken from its
+manifest: input size, channel order, mean, scale, ncnn blob names and (embedder)
+the alignment template. The app's C++ core (face_engine.cpp, ``parse_contract``)
+reads it and has no preprocessing of its own, so an export with other
+preprocessing (BGR, another mean or scale, per-channel values) runs unchanged.
+The format, one ``key=value`` a line, ``#`` comments::
+
+    format=mfn-deploy/input-contract-v1
+    net=embedder                      pnet | rnet | onet | embedder
+    height=112                        pixels; "any" for P-Net (runs on every pyramid level)
+    width=112
+    channel_order=RGB                 RGB | BGR: the order of the tensor's 3 channels
+    mean=M0,M1,M2                     per tensor channel: (pixel - mean) * scale
+    scale=S0,S1,S2                    (contract.MEAN and contract.SCALE by default)
+    input_blob=in0                    the ncnn blob fed, and the one read
+    output_blob=out0
+    landmark_template=38.29,51.69,... embedder only: 5 x, y pairs in the crop
 
 The fp32 ncnn files are copied (the app may still turn on fp16 arithmetic at run
 time). The folder is replaced atomically: the app never sees half an update.
@@ -13,73 +31,224 @@ time). The folder is replaced atomically: the app never sees half an update.
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mfn_deploy.artifacts import sha256_of, staged_directory, write_json
 from mfn_deploy.errors import MfnError
 
-ASSETS_FORMAT = "mfn-deploy/android-assets-v1"
+ASSETS_FORMAT = "mfn-deploy/android-assets-v2"
+CONTRACT_FORMAT = "mfn-deploy/input-contract-v1"
 ASSETS_SUBDIR = Path("app") / "src" / "main" / "assets" / "models"
-# The blob names face_engine.cpp feeds and reads (EngineOptions).
-ENGINE_BLOBS = {"inputs": ["in0"], "outputs": ["out0"]}
 DETECTOR_NETS = ("pnet", "rnet", "onet")
+CHANNEL_ORDERS = ("RGB", "BGR")
+MAX_SIDE = 4096  # face_engine.cpp's bound on a contract's height and width
+# ncnn blob names go into key=value lines: printable, no whitespace.
+_BLOB_NAME = re.compile(r"[!-~]{1,255}")
 
 
-def _check_blobs(where: str, blobs: dict) -> None:
-    if {k: blobs.get(k) for k in ENGINE_BLOBS} != ENGINE_BLOBS:
+# --- the manifests' contract records, checked ------------------------------------------
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _per_channel(where: str, key: str, value: object, positive: bool) -> list[float]:
+    """A scalar or a list of 3 numbers, as 3 floats (one per tensor channel)."""
+    values = value if isinstance(value, list) else [value]
+    ok = len(values) in (1, 3) if not isinstance(value, list) else len(values) == 3
+    ok = ok and all(_is_number(v) for v in values)
+    if not ok or (positive and not all(v > 0 for v in values)):
+        kind = "positive numbers" if positive else "finite numbers"
+        raise MfnError(f"{where}: {key} must be a number or a list of 3 {kind}, got {value!r}")
+    return [float(v) for v in values] * (3 // len(values))
+
+
+def _side(where: str, key: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIDE:
+        raise MfnError(f"{where}: {key} must be an integer 1..{MAX_SIDE}, got {value!r}")
+    return value
+
+
+def _pixels(where: str, record: object, key: str = "input") -> dict:
+    """Channel order, mean and scale of a manifest's input record."""
+    if not isinstance(record, dict):
+        raise MfnError(f"{where}: {key} must be an object, got {record!r}")
+    order = record.get("channel_order")
+    if order not in CHANNEL_ORDERS:
+        raise MfnError(f"{where}: {key}.channel_order must be RGB or BGR, got {order!r}")
+    if record.get("layout", "NCHW") != "NCHW":
+        raise MfnError(f"{where}: {key}.layout must be NCHW, got {record['layout']!r}")
+    for k in ("mean", "scale"):
+        if k not in record:
+            raise MfnError(f"{where}: {key}.{k} missing")
+    return {
+        "channel_order": order,
+        "mean": _per_channel(where, f"{key}.mean", record["mean"], positive=False),
+        "scale": _per_channel(where, f"{key}.scale", record["scale"], positive=True),
+    }
+
+
+def _blobs(where: str, key: str, blobs: object) -> dict:
+    """The one input and one output blob the engine feeds and reads."""
+    if not isinstance(blobs, dict):
+        raise MfnError(f"{where}: {key} must be an object, got {blobs!r}")
+    out = {}
+    for side in ("inputs", "outputs"):
+        names = blobs.get(side)
+        if (
+            not isinstance(names, list)
+            or len(names) != 1
+            or not isinstance(names[0], str)
+            or not _BLOB_NAME.fullmatch(names[0])
+        ):
+            raise MfnError(
+                f"{where}: {key}.{side} must list one ncnn blob name (no spaces), got {names!r}"
+            )
+        out[side] = names[0]
+    return {"input_blob": out["inputs"], "output_blob": out["outputs"]}
+
+
+def _template(where: str, manifest: dict, size: tuple[int, int]) -> list[float]:
+    """The embedder's five landmark positions in its crop, flattened to x, y pairs."""
+    from mfn_deploy.contract import template
+
+    alignment = manifest.get("alignment")
+    if alignment is None:  # exports made before manifests recorded it: the standard one
+        return [float(v) for v in template(size).reshape(-1)]
+    points = alignment.get("template") if isinstance(alignment, dict) else None
+    if (
+        not isinstance(points, list)
+        or len(points) != 5
+        or not all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points)
+    ):
         raise MfnError(
-            f"{where}: ncnn blobs {blobs.get('inputs')} -> {blobs.get('outputs')}; "
-            f"the app's engine expects in0 -> out0"
+            f"{where}: alignment.template must be 5 [x, y] pairs of numbers, got {points!r}"
         )
+    return [float(v) for p in points for v in p]
+
+
+def _contract_text(net: str, source: str, fields: dict) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, list):
+            return ",".join(repr(float(x)) for x in v)  # repr: round-trips exactly
+        return str(v)
+
+    lines = [
+        f"# The input contract of {net}, written by `mfn-deploy android-assets` from {source};",
+        "# read by the app's native core (face_engine.cpp, parse_contract). One key=value a line.",
+        f"format={CONTRACT_FORMAT}",
+        f"net={net}",
+        *(f"{k}={value(v)}" for k, v in fields.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def embedder_contract(manifest: dict, where: str) -> dict:
+    """The embedder's contract fields from its manifest, checked; a one-line MfnError else."""
+    spec = manifest.get("input")
+    pixels = _pixels(where, spec)
+    size = (
+        _side(where, "input.height", spec.get("height")),
+        _side(where, "input.width", spec.get("width")),
+    )
+    return {
+        "height": size[0],
+        "width": size[1],
+        **pixels,
+        **_blobs(where, "ncnn_blobs", manifest.get("ncnn_blobs")),
+        "landmark_template": _template(where, manifest, size),
+    }
+
+
+def detector_contracts(manifest: dict, where: str) -> dict[str, dict]:
+    """Each MTCNN net's contract fields from the detector manifest, checked."""
+    pixels = _pixels(where, manifest.get("input"))
+    nets = manifest.get("nets")
+    out = {}
+    for name in DETECTOR_NETS:
+        net = nets.get(name) if isinstance(nets, dict) else None
+        if not isinstance(net, dict):
+            raise MfnError(f"{where}: nets.{name} missing")
+        size = net.get("input_size")
+        key = f"nets.{name}.input_size"
+        if name == "pnet":  # fully convolutional: runs on every pyramid level
+            if size is not None:
+                raise MfnError(f"{where}: {key} must be null (P-Net takes any size), got {size!r}")
+            hw = ("any", "any")
+        elif isinstance(size, list) and len(size) == 2:
+            hw = (_side(where, key, size[0]), _side(where, key, size[1]))
+        else:
+            raise MfnError(f"{where}: {key} must be [height, width], got {size!r}")
+        out[name] = {
+            "height": hw[0],
+            "width": hw[1],
+            **pixels,
+            **_blobs(where, f"nets.{name}.ncnn_blobs", net.get("ncnn_blobs")),
+        }
+    return out
+
+
+# --- the assets --------------------------------------------------------------------------
 
 
 def _copy_checked(src: Path, dst: Path, meta: dict) -> None:
-    if not src.is_file():
-        raise MfnError(f"{src}: listed in the manifest but missing")
-    if sha256_of(src) != meta["sha256"]:
-        raise MfnError(f"{src}: sha256 differs from the manifest (file changed since export)")
+    from mfn_deploy.export.manifest import verify_file
+
+    verify_file(src, meta)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
 
 
+def _ncnn_files(where: str, artifacts: dict, what: str) -> tuple[dict, dict]:
+    if "ncnn_param" not in artifacts or "ncnn_bin" not in artifacts:
+        raise MfnError(f"{where}: {what} has no fp32 ncnn model (artifacts.ncnn_param/ncnn_bin)")
+    param = artifacts["ncnn_param"]
+    if not param["file"].endswith(".param"):
+        raise MfnError(f"{where}: {what}: artifacts.ncnn_param {param['file']!r} is not a .param")
+    return param, artifacts["ncnn_bin"]
+
+
 def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
     """Fill ``app_dir``'s assets with the models; returns the assets manifest."""
-    from mfn_deploy.face.detector_export import read_detector_manifest
+    from mfn_deploy.export.artifacts import staged_directory
+    from mfn_deploy.export.manifest import MANIFEST, read_detector_manifest, read_manifest
+    from mfn_deploy.files import sha256_of, write_json
     from mfn_deploy.images import sample_photos
-    from mfn_deploy.pipeline import read_manifest
 
     if not (app_dir / "app" / "build.gradle.kts").is_file():
         raise MfnError(f"{app_dir}: not the Android demo (no app/build.gradle.kts)")
     manifest = read_manifest(export_dir)
     detector = read_detector_manifest(detector_dir)
-    arts = manifest.get("artifacts", {})
-    if "ncnn_param" not in arts or "ncnn_bin" not in arts:
-        raise MfnError(f"{export_dir}: the export has no fp32 ncnn model")
-    _check_blobs(str(export_dir / "manifest.json"), manifest["ncnn_blobs"])
-    spec = manifest["input"]
-    # face_engine.cpp normalises as the MTCNN nets do; other exports would need a new app.
-    if (spec.get("channel_order"), spec["mean"], spec["scale"]) != ("RGB", 127.5, 0.0078125):
-        raise MfnError(
-            f"{export_dir}: input {spec.get('channel_order')} (x - {spec['mean']}) * "
-            f"{spec['scale']}; the app's engine expects RGB (x - 127.5) * 0.0078125"
-        )
-    for name in DETECTOR_NETS:
-        where = f"{detector_dir / 'manifest.json'} ({name})"
-        _check_blobs(where, detector["nets"][name]["ncnn_blobs"])
+    emb_where, det_where = export_dir / MANIFEST, detector_dir / MANIFEST
+    emb_param, emb_bin = _ncnn_files(str(emb_where), manifest["artifacts"], "the export")
+    contracts = {"embedder": embedder_contract(manifest, str(emb_where))}
+    contracts |= detector_contracts(detector, str(det_where))
+    det_files = {
+        name: _ncnn_files(str(det_where), detector["nets"][name]["artifacts"], f"nets.{name}")
+        for name in DETECTOR_NETS
+    }
+    emb_base = emb_param["file"].removesuffix(".param")
 
     out = app_dir / ASSETS_SUBDIR
     with staged_directory(out, force=True, manifest="assets.json") as tmp:
-        for key in ("ncnn_param", "ncnn_bin"):
-            meta = arts[key]
+        for meta in (emb_param, emb_bin):
             _copy_checked(export_dir / meta["file"], tmp / "embedder" / meta["file"], meta)
-        shutil.copyfile(export_dir / "manifest.json", tmp / "embedder" / "manifest.json")
+        shutil.copyfile(emb_where, tmp / "embedder" / MANIFEST)
+        (tmp / "embedder" / f"{emb_base}.contract").write_text(
+            _contract_text("embedder", f"embedder/{MANIFEST}", contracts["embedder"])
+        )
         for name in DETECTOR_NETS:
-            for key in ("ncnn_param", "ncnn_bin"):
-                meta = detector["nets"][name]["artifacts"][key]
+            for meta in det_files[name]:
                 _copy_checked(detector_dir / meta["file"], tmp / "detector" / meta["file"], meta)
-        shutil.copyfile(detector_dir / "manifest.json", tmp / "detector" / "manifest.json")
+            # The engine reads detector/<net>.ncnn.{param,bin,contract}.
+            (tmp / "detector" / f"{name}.ncnn.contract").write_text(
+                _contract_text(name, f"detector/{MANIFEST}", contracts[name])
+            )
+        shutil.copyfile(det_where, tmp / "detector" / MANIFEST)
         shutil.copyfile(sample_photos()[0], tmp / "benchmark.png")
 
         files = {
@@ -87,19 +256,23 @@ def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
+        emb = contracts["embedder"]
         assets = {
             "format": ASSETS_FORMAT,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "embedder": {
                 "model": manifest["model"],
-                "ncnn_basename": arts["ncnn_param"]["file"].removesuffix(".param"),
-                "width": spec["width"],
-                "height": spec["height"],
-                "mean": spec["mean"],
-                "scale": spec["scale"],
+                "ncnn_basename": emb_base,
+                # For people: the app reads these from the .contract file.
+                "width": emb["width"],
+                "height": emb["height"],
+                "channel_order": emb["channel_order"],
+                "mean": emb["mean"],
+                "scale": emb["scale"],
                 "embedding_dim": manifest.get("embedding_dim"),
             },
             "detector": {"nets": list(DETECTOR_NETS)},
+            "contract_format": CONTRACT_FORMAT,
             "files": files,
         }
         write_json(tmp / "assets.json", assets)

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from mfn_deploy import __version__
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write, write_json
 
-# onnx_export.DEFAULT_OPSET (a test keeps them equal): importing that module loads torch,
+# export.to_onnx.DEFAULT_OPSET (a test keeps them equal): importing that module loads torch,
 # seconds before main() can turn a ^C into one line instead of a traceback.
 DEFAULT_OPSET = 17
 
@@ -170,9 +171,10 @@ def export(
     Every stage is compared with the torch reference on seeded random inputs and
     on real photos; the export appears in --out only if all stages pass.
     """
-    from mfn_deploy.parity import format_table
-    from mfn_deploy.pipeline import ExportOptions, ParityError
-    from mfn_deploy.pipeline import export as run_export
+    from mfn_deploy.export.parity import ParityError, format_table
+    from mfn_deploy.export.plan import ExportOptions
+    from mfn_deploy.export.plan import export as run_export
+    from mfn_deploy.face.samples import face_inputs
 
     opts = ExportOptions(
         out=out,
@@ -193,7 +195,7 @@ def export(
             bar.update(0 if name == "source" else 1)
 
         try:
-            result = run_export(opts, on_stage)
+            result = run_export(opts, on_stage, faces=face_inputs)
         except ParityError as e:
             bar.close()
             click.echo(format_table(e.report))
@@ -221,10 +223,11 @@ def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> Non
     Verifies every artifact against the manifest's sha256, then compares every
     stage with the reference as `export` does. Exits non-zero on any failure.
     """
-    from mfn_deploy.parity import format_table
-    from mfn_deploy.pipeline import check as run_check
+    from mfn_deploy.export.parity import format_table
+    from mfn_deploy.export.plan import check as run_check
+    from mfn_deploy.face.samples import face_inputs
 
-    report = run_check(export_dir, n_random=random_inputs, seed=seed)
+    report = run_check(export_dir, n_random=random_inputs, seed=seed, faces=face_inputs)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
     if not report.ok:
         raise MfnError(f"{export_dir}: parity failed, first broken stage: {report.blamed}")
@@ -336,10 +339,9 @@ def detect(
                 f"face {i}: box {d['box']} score {d['score']:.4f} landmarks {d['landmarks']}"
             )
     if draw is not None:
-        tmp = draw.with_name(f".{draw.name}.tmp{draw.suffix}")
-        if not cv2.imwrite(str(tmp), draw_faces(img, faces)):
-            raise MfnError(f"{draw}: cannot write image (unknown extension or unwritable folder)")
-        tmp.replace(draw)
+        with atomic_write(draw) as tmp:
+            if not cv2.imwrite(str(tmp), draw_faces(img, faces)):
+                raise MfnError(f"{draw}: cannot write image (unknown extension or full disk)")
     if not faces:
         raise MfnError(f"{image}: no face found")
 
@@ -396,9 +398,8 @@ def embed(
         )
     )
     if npy is not None and rows:
-        tmp = npy.with_name(f".{npy.name}.tmp.npy")
-        np.save(tmp, np.stack([r["embedding"] for r in rows]).astype(np.float32))
-        tmp.replace(npy)
+        with atomic_write(npy) as tmp:
+            np.save(tmp, np.stack([r["embedding"] for r in rows]).astype(np.float32))
     _report_failures(failures, len(images))
 
 
@@ -473,7 +474,6 @@ def evaluate(
     """
     import numpy as np
 
-    from mfn_deploy.artifacts import write_json
     from mfn_deploy.evaluate import evaluate as run_eval
     from mfn_deploy.evaluate import format_report, load_pairs, plot_roc
     from mfn_deploy.face.verify import FacePipeline
@@ -678,7 +678,7 @@ def native() -> None:
 )
 def native_fetch(dest: Path | None) -> None:
     """Fetch ncnn's pinned source distribution from the package index and check its sha256."""
-    from mfn_deploy.artifacts import sha256_of
+    from mfn_deploy.files import sha256_of
     from mfn_deploy.native.build import fetch_source
 
     path = fetch_source(dest)
@@ -876,7 +876,6 @@ def bench(
     torch with the same threads, loops and input. Partial results are kept when a
     phone disconnects or a run dies; the command then exits non-zero.
     """
-    from mfn_deploy.artifacts import write_json
     from mfn_deploy.device.bench import BenchOptions, bench_adb, parse_cooldown, problems
     from mfn_deploy.device.models import prepare_jobs
     from mfn_deploy.device.report import markdown

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write
 from mfn_deploy.metrics import fold_indices, roc, tar_at_far, ten_fold_accuracy
 
 FAR_TARGETS = (1e-3, 1e-4)
@@ -181,10 +182,11 @@ def plot_roc(report: EvalReport, same: np.ndarray, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
 
 
 def format_report(report: EvalReport) -> str:

@@ -1,8 +1,9 @@
 """Real images and the one preprocessing every backend shares.
 
 Sample photos ship inside scikit-image and are read straight from its data
-folder (no download, no import of skimage itself). The embedder's parity runs on
-aligned faces (``face_inputs``); the detector's on whole photos.
+folder (no download, no import of skimage itself). The normalisation itself is the
+contract's (``contract.Pixels``); the aligned sample faces the embedder's parity runs
+on are built in ``face.samples``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
-from mfn_deploy.models import InputSpec
 
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -56,11 +57,10 @@ def center_crop_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def normalize(img_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """HxWx3 BGR uint8 at the network's size -> 3xHxW float32, RGB, (x - mean) * scale."""
+    """HxWx3 BGR uint8 at the network's size -> 3xHxW float32, as ``spec``'s contract says."""
     if img_bgr.shape[:2] != spec.size:
         raise ValueError(f"image is {img_bgr.shape[:2]}, network expects {spec.size}")
-    rgb = img_bgr[:, :, ::-1].astype(np.float32)
-    return np.ascontiguousarray(((rgb - spec.mean) * spec.scale).transpose(2, 0, 1))
+    return spec.pixels.from_bgr(img_bgr)
 
 
 def photo_inputs(spec: InputSpec, paths: list[Path] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -72,16 +72,6 @@ def photo_inputs(spec: InputSpec, paths: list[Path] | None = None) -> tuple[np.n
 
 def random_inputs(spec: InputSpec, n: int, seed: int) -> np.ndarray:
     """Seeded inputs spanning the normalised range of 8-bit pixels."""
-    lo, hi = (0 - spec.mean) * spec.scale, (255 - spec.mean) * spec.scale
+    lo, hi = spec.pixels.value_range()
     rng = np.random.default_rng(seed)
     return rng.uniform(lo, hi, size=(n, 3, *spec.size)).astype(np.float32)
-
-
-def face_inputs(spec: InputSpec) -> tuple[np.ndarray, list[str]]:
-    """(N, 3, H, W) inputs from the bundled sample faces, detected and aligned."""
-    from mfn_deploy.face.align import aligned_input
-    from mfn_deploy.face.samples import sample_faces
-
-    faces = sample_faces()
-    batch = [aligned_input(img, marks, spec) for _, img, marks in faces]
-    return np.stack(batch), [name for name, _, _ in faces]

@@ -20,7 +20,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,8 +27,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from mfn_deploy.artifacts import cache_root, sha256_of
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write, cache_root, sha256_of
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
@@ -151,22 +150,21 @@ def fetch(pin: PinnedFile, dest_dir: Path | None = None) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MfnError(f"{dest.parent}: cannot create directory: {e.strerror}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{pin.filename}.", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, _opener(settings).open(url, timeout=TIMEOUT_S) as resp:
+        with (
+            atomic_write(dest) as tmp,
+            tmp.open("wb") as out,
+            _opener(settings).open(url, timeout=TIMEOUT_S) as resp,
+        ):
             shutil.copyfileobj(resp, out, 1 << 20)
-        actual = sha256_of(tmp)
-        if actual != pin.sha256:
-            raise MfnError(
-                f"{pin.filename}: sha256 mismatch: expected {pin.sha256}, got {actual} "
-                f"(from {url}); nothing kept"
-            )
-        tmp.chmod(0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        tmp.replace(dest)
+            out.close()
+            actual = sha256_of(tmp)
+            if actual != pin.sha256:
+                raise MfnError(
+                    f"{pin.filename}: sha256 mismatch: expected {pin.sha256}, got {actual} "
+                    f"(from {url}); nothing kept"
+                )
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
         raise MfnError(f"{pin.filename}: download from {url} failed: {reason}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

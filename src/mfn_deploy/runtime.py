@@ -1,19 +1,36 @@
-"""Load an export (and the MTCNN detector) for inference in one of three backends.
+"""Exports ready to run: an embedder and the MTCNN detector in one of three backends.
 
 ``torch`` runs the folded PyTorch graph of the export, ``onnx`` the simplified ONNX
 in onnxruntime, ``ncnn`` the fp32 param/bin in ncnn's Python binding. Everything
-around the networks (pyramid, NMS, alignment, normalisation) is shared code.
+around the networks (pyramid, NMS, alignment, normalisation) is shared code; the
+preprocessing comes from the export's manifest. The exports the commands make for
+themselves (the detector, default-weight embedders for benchmarks) are cached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
-from mfn_deploy.artifacts import ArtifactNames, cache_fill, cache_root
+from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.backends import Runner, ncnn_runner, onnx_runner, torch_runner
+from mfn_deploy.export.fold import load_folded
+from mfn_deploy.export.manifest import (
+    MANIFEST,
+    artifact_path,
+    read_detector_manifest,
+    read_manifest,
+    tool_versions,
+)
+from mfn_deploy.export.plan import ExportOptions, export
 from mfn_deploy.face.detect import Nets
-from mfn_deploy.models import InputSpec
-from mfn_deploy.parity import Runner, ncnn_runner, onnx_runner, torch_runner
+from mfn_deploy.face.detector_export import NAMES, cache_key, export_detector
+from mfn_deploy.face.mtcnn import torch_nets
+from mfn_deploy.face.samples import face_inputs
+from mfn_deploy.files import cache_fill, cache_root
+from mfn_deploy.models import get_spec
 
 BACKENDS = ("torch", "onnx", "ncnn")
 
@@ -25,15 +42,13 @@ def check_backend(backend: str) -> None:
 
 def detector_dir(explicit: Path | None = None) -> Path:
     """An MTCNN export: the given one, or one exported once into the cache."""
-    from mfn_deploy.face.detector_export import cache_key, export_detector, read_detector_manifest
-
     if explicit is not None:
         read_detector_manifest(explicit)
         return explicit
     cached = cache_root() / f"detector-{cache_key()}"
-    if not (cached / "manifest.json").is_file():
+    if not (cached / MANIFEST).is_file():
         with cache_fill(cached):
-            if not (cached / "manifest.json").is_file():
+            if not (cached / MANIFEST).is_file():
                 export_detector(cached, force=True)
     return cached
 
@@ -41,40 +56,50 @@ def detector_dir(explicit: Path | None = None) -> Path:
 def detector_nets(backend: str, directory: Path | None = None) -> Nets:
     check_backend(backend)
     if backend == "torch":
-        from mfn_deploy.face.mtcnn import load_net
-
-        return Nets(*(torch_runner(load_net(n)) for n in ("pnet", "rnet", "onet")))
-    from mfn_deploy.face.detector_export import read_detector_manifest
-
+        return torch_nets()
     directory = detector_dir(directory)
     manifest = read_detector_manifest(directory)
     runners = []
-    for name in ("pnet", "rnet", "onet"):
+    for name in NAMES:
+        net = manifest["nets"][name]
         if backend == "onnx":
-            runners.append(onnx_runner(directory / f"{name}.onnx", optimize=True))
+            runners.append(onnx_runner(artifact_path(directory, net, "onnx"), optimize=True))
         else:
-            blobs = manifest["nets"][name]["ncnn_blobs"]
-            param, binary = directory / f"{name}.ncnn.param", directory / f"{name}.ncnn.bin"
-            runners.append(ncnn_runner(param, binary, blobs, keep_shape=True))
+            param = artifact_path(directory, net, "ncnn_param")
+            binary = artifact_path(directory, net, "ncnn_bin")
+            runners.append(ncnn_runner(param, binary, net["ncnn_blobs"], keep_shape=True))
     return Nets(*runners)
 
 
 def embedder(export_dir: Path, backend: str) -> tuple[Runner, InputSpec]:
-    """The embedding network of an export, and the input it expects."""
-    from mfn_deploy.fold import load_folded
-    from mfn_deploy.pipeline import read_manifest
-
+    """The embedding network of an export, and the input contract its manifest records."""
     check_backend(backend)
     manifest = read_manifest(export_dir)
-    spec_d = manifest["input"]
-    spec = InputSpec(spec_d["height"], spec_d["width"])
-    names = ArtifactNames(manifest["model"])
+    spec = InputSpec.from_manifest(manifest)
     if backend == "torch":
-        folded_path = export_dir / names.folded
-        if not folded_path.is_file():
+        folded = artifact_path(export_dir, manifest, "folded", required=False)
+        if folded is None:
             raise MfnError(f"{export_dir}: no torch model in this export (it came from ONNX)")
-        return torch_runner(load_folded(manifest["model"], spec.size, folded_path)), spec
+        return torch_runner(load_folded(manifest["model"], spec.size, folded)), spec
     if backend == "onnx":
-        return onnx_runner(export_dir / names.onnx, optimize=True), spec
-    param, binary = export_dir / names.ncnn_param(), export_dir / names.ncnn_bin()
+        return onnx_runner(artifact_path(export_dir, manifest, "onnx"), optimize=True), spec
+    param = artifact_path(export_dir, manifest, "ncnn_param")
+    binary = artifact_path(export_dir, manifest, "ncnn_bin")
     return ncnn_runner(param, binary, manifest["ncnn_blobs"]), spec
+
+
+def cached_export(model: str) -> Path:
+    """A default-weights export (fp32 + fp16) of ``model``, made once and cached.
+
+    Keyed by the tool versions: the same weights through the same tools give the
+    same files, so benchmarks over all networks do not re-export every run.
+    """
+    get_spec(model)
+    key = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root() / "exports" / f"{model}-{key}"
+    if not (out / MANIFEST).is_file():
+        with cache_fill(out):
+            if not (out / MANIFEST).is_file():
+                opts = ExportOptions(out=out, model=model, fp16=True, force=True)
+                export(opts, faces=face_inputs)
+    return out

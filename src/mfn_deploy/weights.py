@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write
 from mfn_deploy.models import FaceModel, create
 
 CHECKPOINT_FORMAT = "mfn-deploy/checkpoint-v1"
@@ -72,6 +74,16 @@ def _describe_keys(kind: str, keys: list[str]) -> str:
     return f"{len(keys)} {kind} ({shown})"
 
 
+def _recorded_spec(path: Path, spec: dict | None) -> InputSpec | None:
+    """The input a checkpoint was trained on: size and preprocessing (None: not recorded)."""
+    if not spec:
+        return None
+    try:
+        return InputSpec.from_dict(spec)
+    except (KeyError, TypeError, ValueError, MfnError) as e:
+        raise MfnError(f"{path}: unreadable input_spec: {e}") from None
+
+
 def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict]:
     """Build the network a checkpoint belongs to and load its weights.
 
@@ -96,15 +108,13 @@ def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict
         first = (str(e).strip().splitlines() or [""])[0]
         raise MfnError(f"{path}: unreadable checkpoint: {type(e).__name__}: {first}") from None
 
-    input_size = None
+    input_spec = None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         arch = obj.get("arch")
         if model_name is not None and arch != model_name:
             raise MfnError(f"{path}: checkpoint is for architecture {arch!r}, not {model_name!r}")
         model_name = arch
-        spec = obj.get("input_spec") or {}
-        if spec:
-            input_size = (int(spec["height"]), int(spec["width"]))
+        input_spec = _recorded_spec(path, obj.get("input_spec"))
         state = obj.get("state_dict")
     else:
         state = obj
@@ -116,7 +126,7 @@ def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict
     # DistributedDataParallel prefixes every key with "module."
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = create(model_name, input_size)
+    model = create(model_name, input_spec.size if input_spec else None)
     own = model.state_dict()
     problems = []
     missing = [k for k in own if k not in state]
@@ -135,6 +145,8 @@ def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict
     if problems:
         raise MfnError(f"{path}: does not fit architecture {model_name!r}: " + "; ".join(problems))
     model.load_state_dict(state)
+    if input_spec is not None:
+        model.input_spec = input_spec
     return model.eval(), {"kind": "checkpoint", "path": str(path), "arch": model_name}
 
 
@@ -148,6 +160,5 @@ def save_checkpoint(path: Path, model: FaceModel, config: dict | None = None, **
         "config": config or {},
         **extra,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)

@@ -29,11 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mfn_deploy.artifacts import sha256_of
 from mfn_deploy.device.adb import AdbError, Device, DeviceLostError
 from mfn_deploy.device.models import ModelJob
 from mfn_deploy.device.probe import device_info, pick_abi, snapshot, throttled, wait_cooldown
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.manifest import tool_versions
+from mfn_deploy.export.parity import compare
+from mfn_deploy.export.stages import STAGES
+from mfn_deploy.files import sha256_of
 from mfn_deploy.native import RunnerOptions, parse_output, read_dump, runner_args, runner_path
 
 FORMAT = "mfn-deploy/bench-v1"
@@ -107,9 +110,7 @@ def summarize(times: list[float]) -> dict:
 
 
 def parity_of(output: np.ndarray, job: ModelJob, fp16: bool) -> dict:
-    from mfn_deploy.parity import TOLERANCES, compare
-
-    tol = TOLERANCES["ncnn_fp16" if fp16 else "ncnn"]
+    tol = STAGES["ncnn_fp16" if fp16 else "ncnn"].tolerance
     if output.size != job.reference.size:
         return {"ok": False, "error": f"{output.size} values, expected {job.reference.size}"}
     m = compare(output.reshape(1, -1), job.reference.reshape(1, -1))
@@ -124,8 +125,6 @@ def parity_of(output: np.ndarray, job: ModelJob, fp16: bool) -> dict:
 
 
 def host_environment() -> dict:
-    from mfn_deploy.pipeline import tool_versions
-
     cpu = next(
         (
             line.split(":", 1)[1].strip()

@@ -27,6 +27,8 @@ from mfn_deploy.device.bench import (
 )
 from mfn_deploy.device.models import ModelJob
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.backends import load_ncnn_net
+from mfn_deploy.export.stages import ArtifactNames
 from mfn_deploy.native import (
     RunnerOptions,
     local_command,
@@ -35,6 +37,7 @@ from mfn_deploy.native import (
     runner_args,
     write_input,
 )
+from mfn_deploy.runtime import embedder
 
 BACKENDS = ("ncnn-runner", "ncnn-python", "onnxruntime", "torch")
 Infer = Callable[[], np.ndarray]
@@ -61,11 +64,8 @@ def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndar
 def _ncnn_python(job: ModelJob, opts: BenchOptions) -> Infer:
     import ncnn
 
-    from mfn_deploy.parity import load_ncnn_net
-
-    ncnn.set_cpu_powersave(opts.powersave)
-    # Same switches as the runner's --fp16 on|off.
-    net = load_ncnn_net(job.param, job.binary, opts.fp16, opts.threads)
+    # Same switches as the runner's --fp16 on|off and --powersave.
+    net = load_ncnn_net(job.param, job.binary, opts.fp16, opts.threads, opts.powersave)
     (in_blob,), (out_blob,) = (
         job.manifest["ncnn_blobs"]["inputs"],
         job.manifest["ncnn_blobs"]["outputs"],
@@ -85,8 +85,6 @@ def _ncnn_python(job: ModelJob, opts: BenchOptions) -> Infer:
 def _onnxruntime(job: ModelJob, opts: BenchOptions) -> Infer:
     import onnxruntime as ort
 
-    from mfn_deploy.artifacts import ArtifactNames
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = opts.threads
     so.inter_op_num_threads = 1
@@ -101,8 +99,6 @@ def _onnxruntime(job: ModelJob, opts: BenchOptions) -> Infer:
 
 def _torch(job: ModelJob, opts: BenchOptions) -> Infer:
     import torch
-
-    from mfn_deploy.runtime import embedder
 
     torch.set_num_threads(opts.threads)
     run, _ = embedder(job.export_dir, "torch")  # the folded graph, under no_grad

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mfn_deploy.artifacts import ArtifactNames, sha256_of
+from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
-from mfn_deploy.pipeline import cached_export
+from mfn_deploy.export.backends import onnx_runner
+from mfn_deploy.export.manifest import read_manifest
+from mfn_deploy.export.stages import ArtifactNames
+from mfn_deploy.face.samples import face_inputs
+from mfn_deploy.files import sha256_of
+from mfn_deploy.models import get_spec, names
+from mfn_deploy.runtime import cached_export
+from mfn_deploy.stats import model_stats
 
 
 @dataclass
@@ -50,9 +57,6 @@ class ModelJob:
 
 
 def _stats(name: str) -> tuple[str, dict]:
-    from mfn_deploy.models import get_spec, names
-    from mfn_deploy.stats import model_stats
-
     if name not in names():
         return name, {"params": None, "madds": None, "paper_ms": None}
     s = model_stats(name)
@@ -60,30 +64,26 @@ def _stats(name: str) -> tuple[str, dict]:
 
 
 @functools.cache
-def _fixed_face(height: int, width: int) -> np.ndarray:
-    """The first bundled face, aligned to the input size (detection is the slow part)."""
-    from mfn_deploy.images import face_inputs
-    from mfn_deploy.models import InputSpec
-
-    faces, _ = face_inputs(InputSpec(height, width))
+def _fixed_face(spec: InputSpec) -> np.ndarray:
+    """The first bundled face, aligned and normalised as ``spec`` says (detection is the
+    slow part)."""
+    faces, _ = face_inputs(spec)
     return np.ascontiguousarray(faces[0], dtype=np.float32)
 
 
 def load_job(export_dir: Path, fp16: bool) -> ModelJob:
-    from mfn_deploy.parity import onnx_runner
-    from mfn_deploy.pipeline import read_manifest
-
     manifest = read_manifest(export_dir)
-    names = ArtifactNames(manifest["model"])
-    param = export_dir / names.ncnn_param(fp16)
-    binary = export_dir / names.ncnn_bin(fp16)
-    for path in (param, binary, export_dir / names.onnx):
+    files = ArtifactNames(manifest["model"])
+    param = export_dir / files.ncnn_param(fp16)
+    binary = export_dir / files.ncnn_bin(fp16)
+    for path in (param, binary, export_dir / files.onnx):
         if not path.is_file():
             hint = " (export with --fp16)" if fp16 and "fp16" in path.name else ""
             raise MfnError(f"{path}: missing from the export{hint}")
-    height, width = manifest["input"]["height"], manifest["input"]["width"]
-    face = _fixed_face(height, width)
-    reference = onnx_runner(export_dir / names.onnx)(face[None])[0]
+    spec = InputSpec.from_manifest(manifest)
+    height, width = spec.size
+    face = _fixed_face(spec)
+    reference = onnx_runner(export_dir / files.onnx)(face[None])[0]
     title, stats = _stats(manifest["model"])
     return ModelJob(
         name=manifest["model"],

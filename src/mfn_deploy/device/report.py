@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write
 
 REFERENCE_MODEL = "mobilefacenet"
 FORMAT = "mfn-deploy/bench-v1"
@@ -145,7 +146,8 @@ def plot(results_list: list[dict], png: Path) -> None:
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(png)
+    try:
+        with atomic_write(png) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)

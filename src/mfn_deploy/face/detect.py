@@ -1,7 +1,7 @@
 """The MTCNN cascade: image pyramid + P-Net, R-Net, O-Net, NMS, box regression.
 
 Backend-agnostic: the three networks are plain callables from a float32 NCHW
-array (normalised as (x - 127.5) / 128, RGB) to the networks' single outputs (see
+array (normalised as ``contract.MTCNN`` says) to the networks' single outputs (see
 ``mtcnn.py``), so torch, onnxruntime and ncnn run exactly the same cascade.
 Boxes are (x1, y1, x2, y2) in pixels of the input image, x2/y2 exclusive.
 """
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from mfn_deploy.contract import MTCNN
 
 NetFn = Callable[[np.ndarray], np.ndarray]
 
@@ -51,11 +53,9 @@ class Face:
         }
 
 
-def _normalize(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 (or NxHxWx3) RGB float -> NCHW float32 in MTCNN's range."""
-    x = (rgb.astype(np.float32) - 127.5) * 0.0078125
-    x = x[None] if x.ndim == 3 else x
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+def _normalize(pixels: np.ndarray) -> np.ndarray:
+    """HxWx3 (or NxHxWx3) pixels in MTCNN's channel order -> NCHW float32 in its range."""
+    return MTCNN.values(pixels[None] if pixels.ndim == 3 else pixels)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
@@ -153,7 +153,7 @@ def _stage1(rgb: np.ndarray, pnet: NetFn, cfg: DetectorConfig) -> np.ndarray:
 def detect(image_bgr: np.ndarray, nets: Nets, cfg: DetectorConfig | None = None) -> list[Face]:
     """Faces in an 8-bit BGR image, best score first."""
     cfg = cfg or DetectorConfig()
-    rgb = np.ascontiguousarray(image_bgr[:, :, ::-1]).astype(np.float32)
+    rgb = np.ascontiguousarray(MTCNN.ordered(image_bgr)).astype(np.float32)
 
     cand = _stage1(rgb, nets.pnet, cfg)
     if not len(cand):

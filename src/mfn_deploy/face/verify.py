@@ -11,6 +11,7 @@ from mfn_deploy.errors import MfnError
 from mfn_deploy.face.align import aligned_input
 from mfn_deploy.face.detect import DetectorConfig, Face, detect
 from mfn_deploy.images import load_image
+from mfn_deploy.runtime import detector_nets, embedder
 
 # Untrained default weights make any threshold meaningless; with trained weights,
 # calibrate it with `mfn-deploy evaluate` (the 10-fold thresholds it reports).
@@ -37,8 +38,6 @@ class FacePipeline:
         detector: Path | None = None,
         config: DetectorConfig | None = None,
     ) -> None:
-        from mfn_deploy.runtime import detector_nets, embedder
-
         self.backend = backend
         self.nets = detector_nets(backend, detector)
         self.embed_fn, self.spec = embedder(export_dir, backend)

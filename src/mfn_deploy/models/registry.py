@@ -8,39 +8,16 @@ unknown name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import torch
 from torch import nn
 
+from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
 from mfn_deploy.models.layers import ACTIVATIONS
 from mfn_deploy.models.trunk import Row, build_trunk, check_table, total_stride
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the network expects: an RGB image normalised as (x - mean) * scale."""
-
-    height: int
-    width: int
-    channel_order: str = "RGB"
-    mean: float = 127.5
-    scale: float = 1 / 128
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.height, self.width)
-
-    def to_dict(self) -> dict:
-        return {
-            "height": self.height,
-            "width": self.width,
-            "channel_order": self.channel_order,
-            "mean": self.mean,
-            "scale": self.scale,
-        }
 
 
 @dataclass(frozen=True)
@@ -143,5 +120,5 @@ def create(name: str, input_size: tuple[int, int] | None = None) -> FaceModel:
     input_spec = spec.input
     if input_size is not None and tuple(input_size) != spec.input.size:
         check_input_size(spec, input_size)
-        input_spec = InputSpec(*input_size)
+        input_spec = replace(spec.input, height=input_size[0], width=input_size[1])
     return FaceModel(spec.build(input_spec.size), spec, input_spec).eval()

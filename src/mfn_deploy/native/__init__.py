@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write, cache_root, sha256_of
+from mfn_deploy.native.build import runner_dir
 
 TARGETS = ("host", "arm64-v8a", "armeabi-v7a")
 EMULATORS = {"arm64-v8a": "qemu-aarch64", "armeabi-v7a": "qemu-arm"}
@@ -30,8 +32,6 @@ DEFAULT_CPU = {"arm64-v8a": "cortex-a57", "armeabi-v7a": "cortex-a15"}
 
 def runner_path(target: str) -> Path:
     """The built runner for `target`, or a one-line error naming the command that builds it."""
-    from mfn_deploy.native.build import runner_dir
-
     if target not in TARGETS:
         raise MfnError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     path = runner_dir(target) / "mfn-bench"
@@ -126,18 +126,15 @@ PLUGIN_SOURCE = Path(__file__).resolve().parent / "qemu_insn_plugin.c"
 
 def insn_plugin() -> Path:
     """qemu_insn_plugin.c compiled into the cache, keyed by its source's hash."""
-    from mfn_deploy.artifacts import cache_root, sha256_of
-
     out = cache_root() / "qemu-plugins" / f"insn-{sha256_of(PLUGIN_SOURCE)[:12]}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MfnError(f"{PLUGIN_SOURCE}: gcc failed: {proc.stderr.strip()[-300:]}")
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        cmd = ["gcc", "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise MfnError(f"{PLUGIN_SOURCE}: gcc failed: {proc.stderr.strip()[-300:]}")
     return out
 
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfn_deploy.artifacts import cache_root
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import cache_root
 from mfn_deploy.pinned import PinnedFile, fetch
 
 # Must match the ncnn Python wheel so runner results compare like for like.

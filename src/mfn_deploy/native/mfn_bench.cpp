@@ -581,6 +581,8 @@ int main(int argc, char** argv)
     net.opt.use_fp16_storage = o.fp16;
     net.opt.use_fp16_arithmetic = o.fp16;
     net.opt.use_fp16_packed = o.fp16;
+    // As export/backends.py and the app: bf16 stays off, so fp32 means fp32 everywhere.
+    net.opt.use_bf16_storage = false;
 
     // Read the input before loading so a bad --input fails fast.
     const ncnn::Mat in = make_input(o);

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.files import atomic_write
 from mfn_deploy.models import FaceModel, create, get_spec
 from mfn_deploy.train import distributed, state
 from mfn_deploy.train.arcface import ARCFACE_MARGIN, ARCFACE_SCALE, IGNORE, ArcFaceHead
@@ -206,7 +207,8 @@ class _JsonLog:
                 for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("iter", 0) <= start
             ]
-            path.write_text("".join(f"{line}\n" for line in kept))
+            with atomic_write(path) as tmp:
+                tmp.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:

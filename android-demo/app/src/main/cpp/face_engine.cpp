@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <locale>
 #include <numeric>
+#include <sstream>
 
 #include "benchmark.h"
 #include "cpu.h"
@@ -17,11 +19,98 @@
 namespace mfn {
 namespace {
 
-const int kPNetCell = 12, kPNetStride = 2, kRNetSize = 24, kONetSize = 48;
+// P-Net's architecture (12 x 12 receptive field, stride 2), not preprocessing:
+// every input size, normalisation and blob name comes from a contract file.
+const int kPNetCell = 12, kPNetStride = 2;
 
-// The ArcFace 112x112 template: eyes, nose tip, mouth corners (align.py).
-const double kTemplate112[10] = {38.2946, 51.6963, 73.5318, 51.5014, 56.0252,
-                                 71.7366, 41.5493, 92.3655, 70.7299, 92.2041};
+// --- the contract file --------------------------------------------------------
+
+const char kContractFormat[] = "mfn-deploy/input-contract-v1";
+const size_t kMaxContractBytes = 64 * 1024;
+const int kMaxSide = 4096;
+
+std::string trim(const std::string& s) {
+    const char* ws = " \t\r";
+    const size_t b = s.find_first_not_of(ws);
+    if (b == std::string::npos) return "";
+    return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+// A finite decimal number and nothing else, whatever the process locale.
+bool parse_number(const std::string& text, double* out) {
+    const std::string t = trim(text);
+    if (t.empty()) return false;
+    std::istringstream in(t);
+    in.imbue(std::locale::classic());
+    double v = 0;
+    in >> v;
+    if (in.fail() || !std::isfinite(v)) return false;
+    in.peek();  // sets eof when everything was consumed
+    if (!in.eof()) return false;
+    *out = v;
+    return true;
+}
+
+// Comma-separated numbers; exactly `n` of them, or one broadcast when
+// `broadcast` (mean/scale may be a scalar).
+bool parse_numbers(const std::string& text, int n, bool broadcast, double* out) {
+    std::vector<double> v;
+    std::string rest = text;
+    for (;;) {
+        const size_t comma = rest.find(',');
+        double x;
+        if (!parse_number(rest.substr(0, comma), &x)) return false;
+        v.push_back(x);
+        if (comma == std::string::npos) break;
+        rest = rest.substr(comma + 1);
+    }
+    if (broadcast && v.size() == 1) v.assign(n, v[0]);
+    if (static_cast<int>(v.size()) != n) return false;
+    std::copy(v.begin(), v.end(), out);
+    return true;
+}
+
+// A side length in pixels (1..kMaxSide), or "any" (0) where allowed.
+bool parse_side(const std::string& text, bool any_ok, int* out) {
+    if (any_ok && text == "any") return *out = 0, true;
+    if (text.empty() || text.size() > 4 || text.find_first_not_of("0123456789") != std::string::npos)
+        return false;
+    const int v = std::stoi(text);
+    if (v < 1 || v > kMaxSide) return false;
+    *out = v;
+    return true;
+}
+
+// A piece of the file for an error message: at most 60 bytes, printable ASCII
+// only (messages cross JNI as modified UTF-8), quoted.
+std::string quote(const std::string& s) {
+    std::string q = "'";
+    for (size_t i = 0; i < s.size() && i < 60; i++) q += (s[i] >= ' ' && s[i] < 0x7f) ? s[i] : '?';
+    return q + (s.size() > 60 ? "...'" : "'");
+}
+
+// As android_assets.py writes them: 1..255 printable ASCII bytes, no spaces.
+bool blob_name_ok(const std::string& name) {
+    if (name.empty() || name.size() > 255) return false;
+    for (unsigned char ch : name)
+        if (ch <= ' ' || ch >= 0x7f) return false;
+    return true;
+}
+
+// The network input: CHW float32, channel k = (pixel[order[k]] - mean[k]) *
+// scale[k], computed in float in this order as numpy does. Pixels are
+// interleaved RGB (uint8 or float); the contract alone decides the rest.
+template <typename T>
+ncnn::Mat to_input(const T* rgb, int w, int h, const InputContract& c) {
+    ncnn::Mat m(w, h, 3);
+    for (int k = 0; k < 3; k++) {
+        const int src = c.bgr ? 2 - k : k;
+        const float mean = c.mean[k], scale = c.scale[k];
+        float* out = m.channel(k);
+        for (int i = 0; i < w * h; i++) out[i] = (static_cast<float>(rgb[i * 3 + src]) - mean) * scale;
+    }
+    return m;
+}
 
 // An interleaved RGB float image, the working format of the cascade: Python
 // converts to float32 once, before any resizing.
@@ -116,15 +205,7 @@ Image resize_area(const Image& src, int dw, int dh) {
     return dst;
 }
 
-// Network input: CHW, (x - 127.5) * 0.0078125 as MTCNN was trained with.
-ncnn::Mat to_input(const Image& im) {
-    ncnn::Mat m(im.w, im.h, 3);
-    for (int c = 0; c < 3; c++) {
-        float* out = m.channel(c);
-        for (int i = 0; i < im.w * im.h; i++) out[i] = (im.px[i * 3 + c] - 127.5f) * 0.0078125f;
-    }
-    return m;
-}
+ncnn::Mat to_input(const Image& im, const InputContract& c) { return to_input(im.px.data(), im.w, im.h, c); }
 
 std::vector<float> flatten(const ncnn::Mat& m) {
     std::vector<float> out;
@@ -196,8 +277,8 @@ void crop_box(const Box& b, int ib[4]) {
     ib[3] = std::max(static_cast<int>(std::floor(b.y2)), ib[1] + 1);
 }
 
-// size x size crop of the box; zero outside the image (_crops).
-Image crop(const Image& im, const int ib[4], int size) {
+// The box's crop resized to the net's width x height; zero outside the image (_crops).
+Image crop(const Image& im, const int ib[4], int width, int height) {
     Image patch;
     patch.w = ib[2] - ib[0], patch.h = ib[3] - ib[1];
     patch.px.assign(static_cast<size_t>(patch.w) * patch.h * 3, 0.f);
@@ -205,18 +286,122 @@ Image crop(const Image& im, const int ib[4], int size) {
     const int x2 = std::min(ib[2], im.w), y2 = std::min(ib[3], im.h);
     for (int y = y1; y < y2; y++)
         for (int x = x1; x < x2; x++) std::memcpy(patch.at(y - ib[1], x - ib[0]), im.at(y, x), 3 * sizeof(float));
-    return resize_area(patch, size, size);
+    return resize_area(patch, width, height);
 }
 
-std::vector<float> run_net(ncnn::Net& net, const EngineOptions& o, const ncnn::Mat& in) {
-    ncnn::Extractor ex = net.create_extractor();
-    ex.input(o.input_blob.c_str(), in);
-    ncnn::Mat out;
-    if (ex.extract(o.output_blob.c_str(), out) != 0) return {};
-    return flatten(out);
+// The ncnn options of every net the app runs. They are the ones every place
+// the Python side runs ncnn uses (mfn_deploy.export.backends.load_ncnn_net:
+// the export's parity check, `mfn-deploy check`, the Python ncnn face pipeline
+// the host tests compare with, the host benchmark), so the phone computes what
+// those checked:
+//   use_vulkan_compute = false     CPU only, as in Python;
+//   num_threads                    the app's setting (Python: 1 unless asked;
+//                                  fp32 results do not depend on it);
+//   use_fp16_packed / use_fp16_storage / use_fp16_arithmetic = fp16 and
+//   use_bf16_storage = false       fp32 is really fp32 (ncnn would otherwise
+//                                  turn on reduced precision where the CPU
+//                                  has it); fp16 only when FaceEngine.configure
+//                                  asks, as `--fp16` does in Python;
+//   everything else at ncnn's defaults, in both places: lightmode on
+//   (intermediate blobs freed once consumed), packing layout, winograd and
+//   sgemm convolution on, flush_denormals as ncnn sets it.
+// CPU affinity (powersave) is process-wide: set_options, like load_ncnn_net's
+// optional powersave. Options must be set before load_param (load applies them).
+void configure_ncnn(ncnn::Option& opt, int num_threads, bool fp16) {
+    opt.use_vulkan_compute = false;
+    opt.num_threads = num_threads;
+    opt.use_fp16_packed = fp16;
+    opt.use_fp16_storage = fp16;
+    opt.use_fp16_arithmetic = fp16;
+    opt.use_bf16_storage = false;
+}
+
+bool has_blob(const ncnn::Net& net, const std::string& name) {
+    for (const ncnn::Blob& b : net.blobs())
+        if (b.name == name) return true;
+    return false;
 }
 
 }  // namespace
+
+const char* net_name(Net which) {
+    switch (which) {
+        case Net::kPNet: return "pnet";
+        case Net::kRNet: return "rnet";
+        case Net::kONet: return "onet";
+        case Net::kEmbedder: return "embedder";
+    }
+    return "?";
+}
+
+bool parse_contract(const std::string& text, Net which, InputContract* out, std::string* error) {
+    std::string sink;
+    std::string& err = error ? *error : sink;
+    const bool embedder = which == Net::kEmbedder, pnet = which == Net::kPNet;
+    if (text.size() > kMaxContractBytes) return err = "contract: larger than 64 KiB", false;
+    if (text.find('\0') != std::string::npos) return err = "contract: not a text file (NUL byte)", false;
+
+    static const char* const kKeys[] = {"format",   "net",         "height",     "width",
+                                        "channel_order", "mean",   "scale",      "input_blob",
+                                        "output_blob",   "landmark_template"};
+    const int n_keys = embedder ? 10 : 9;  // the template belongs to the embedder alone
+    std::string value[10];
+    int line_of[10] = {0};
+    std::istringstream lines(text);
+    std::string line;
+    for (int no = 1; std::getline(lines, line); no++) {
+        const std::string where = "contract line " + std::to_string(no) + ": ";
+        line = trim(line);
+        if (line.empty() || line[0] == '#') continue;
+        const size_t eq = line.find('=');
+        if (eq == std::string::npos) return err = where + "expected key=value, got " + quote(line), false;
+        const std::string key = trim(line.substr(0, eq));
+        int k = 0;
+        while (k < n_keys && key != kKeys[k]) k++;
+        if (k == n_keys) return err = where + "unknown key " + quote(key) + " for " + net_name(which), false;
+        if (line_of[k]) return err = where + "'" + key + "' repeats line " + std::to_string(line_of[k]), false;
+        line_of[k] = no;
+        value[k] = trim(line.substr(eq + 1));
+    }
+    for (int k = 0; k < n_keys; k++)
+        if (!line_of[k]) return err = std::string("contract: missing key '") + kKeys[k] + "'", false;
+
+    InputContract c;
+    auto bad = [&](int k, const std::string& want) {
+        err = "contract line " + std::to_string(line_of[k]) + ": " + kKeys[k] + " must be " + want +
+              ", got " + quote(value[k]);
+        return false;
+    };
+    if (value[0] != kContractFormat) return bad(0, kContractFormat);
+    if (value[1] != net_name(which)) return bad(1, std::string(net_name(which)) + " (the file of another net?)");
+    // P-Net runs on every pyramid level: any size; the others take a fixed one.
+    const std::string side = pnet ? "'any' (P-Net is fully convolutional)" : "an integer 1..4096";
+    if (!parse_side(value[2], pnet, &c.height) || (pnet != (c.height == 0))) return bad(2, side);
+    if (!parse_side(value[3], pnet, &c.width) || (pnet != (c.width == 0))) return bad(3, side);
+    if (value[4] != "RGB" && value[4] != "BGR") return bad(4, "RGB or BGR");
+    c.bgr = value[4] == "BGR";
+    double mean[3], scale[3];
+    if (!parse_numbers(value[5], 3, true, mean)) return bad(5, "1 or 3 comma-separated finite numbers");
+    if (!parse_numbers(value[6], 3, true, scale) || !(scale[0] > 0 && scale[1] > 0 && scale[2] > 0))
+        return bad(6, "1 or 3 comma-separated positive numbers");
+    for (int k = 0; k < 3; k++) {
+        c.mean[k] = static_cast<float>(mean[k]), c.scale[k] = static_cast<float>(scale[k]);
+        if (!std::isfinite(c.mean[k])) return bad(5, "within float range");
+        if (!std::isfinite(c.scale[k]) || !(c.scale[k] > 0)) return bad(6, "within float range");
+    }
+    if (!blob_name_ok(value[7])) return bad(7, "an ncnn blob name (printable ASCII, no spaces)");
+    if (!blob_name_ok(value[8])) return bad(8, "an ncnn blob name (printable ASCII, no spaces)");
+    c.input_blob = value[7], c.output_blob = value[8];
+    if (embedder && !parse_numbers(value[9], 10, false, c.landmark_template))
+        return bad(9, "10 comma-separated numbers (x, y of 5 landmarks)");
+    if (out) *out = c;
+    return true;
+}
+
+bool FaceEngine::fail(const std::string& message) {
+    error_ = message;
+    return false;
+}
 
 void FaceEngine::set_options(const EngineOptions& options) {
     options_ = options;
@@ -226,33 +411,51 @@ void FaceEngine::set_options(const EngineOptions& options) {
     for (ncnn::Net& net : nets_) net.opt.num_threads = options_.num_threads;
 }
 
-bool FaceEngine::load(Net which, const std::string& param, const std::vector<unsigned char>& bin) {
+bool FaceEngine::load(Net which, const std::string& param, const std::vector<unsigned char>& bin,
+                      const std::string& contract) {
     const int i = static_cast<int>(which);
+    const std::string name = net_name(which);
+    error_.clear();
     loaded_[i] = false;
+    contracts_[i] = InputContract();
     ncnn::Net& net = nets_[i];
     net.clear();
-    net.opt.use_vulkan_compute = false;
-    net.opt.num_threads = options_.num_threads;
-    net.opt.use_fp16_packed = options_.fp16;
-    net.opt.use_fp16_storage = options_.fp16;
-    net.opt.use_fp16_arithmetic = options_.fp16;
-    net.opt.use_bf16_storage = false;
+    InputContract c;
+    std::string why;
+    if (!parse_contract(contract, which, &c, &why)) return fail(name + " " + why);
+    configure_ncnn(net.opt, options_.num_threads, options_.fp16);
     // ncnn keeps pointers into the weights: hold an aligned copy for the net's life.
     weights_[i] = bin;
-    if (net.load_param_mem(param.c_str()) != 0) return false;
-    if (weights_[i].empty() || net.load_model(weights_[i].data()) != weights_[i].size()) return false;
+    if (net.load_param_mem(param.c_str()) != 0) return fail(name + ": ncnn rejected the .param");
+    if (weights_[i].empty() || net.load_model(weights_[i].data()) != weights_[i].size())
+        return net.clear(), fail(name + ": ncnn rejected the .bin (size does not fit the .param)");
+    for (const std::string* blob : {&c.input_blob, &c.output_blob})
+        if (!has_blob(net, *blob))
+            return net.clear(), fail(name + " contract: the model has no blob " + quote(*blob));
+    contracts_[i] = c;
     loaded_[i] = true;
     return true;
 }
 
 bool FaceEngine::ready() const { return loaded_[0] && loaded_[1] && loaded_[2] && loaded_[3]; }
 
+bool FaceEngine::run(Net which, const ncnn::Mat& in, ncnn::Mat& out) {
+    const InputContract& c = contract(which);
+    ncnn::Extractor ex = nets_[static_cast<int>(which)].create_extractor();
+    if (ex.input(c.input_blob.c_str(), in) != 0 || ex.extract(c.output_blob.c_str(), out) != 0 || out.empty())
+        return fail(std::string(net_name(which)) + ": ncnn could not run " + c.input_blob + " -> " + c.output_blob);
+    return true;
+}
+
 std::vector<Face> FaceEngine::detect(const unsigned char* pixels, int width, int height, int stride,
                                      PixelFormat format) {
     const double t0 = ncnn::get_current_time();
     std::vector<Face> faces;
-    if (!(loaded_[0] && loaded_[1] && loaded_[2]) || width <= 0 || height <= 0) return faces;
+    error_.clear();
+    if (!(loaded_[0] && loaded_[1] && loaded_[2])) return fail("detect: pnet, rnet and onet must be loaded"), faces;
+    if (width <= 0 || height <= 0) return fail("detect: empty image"), faces;
     const EngineOptions& o = options_;
+    const InputContract &pc = contracts_[0], &rc = contracts_[1], &oc = contracts_[2];
 
     Image im;
     im.w = width, im.h = height;
@@ -265,10 +468,9 @@ std::vector<Face> FaceEngine::detect(const unsigned char* pixels, int width, int
     double side = std::min(width, height) * scale;
     for (; side >= kPNetCell; scale *= o.scale_factor, side *= o.scale_factor) {
         const int hs = static_cast<int>(height * scale + 1), ws = static_cast<int>(width * scale + 1);
-        ncnn::Extractor ex = nets_[0].create_extractor();
-            ex.input(o.input_blob.c_str(), to_input(resize_area(im, ws, hs)));
         ncnn::Mat out;
-        if (ex.extract(o.output_blob.c_str(), out) != 0 || out.c < 6) continue;
+        if (!run(Net::kPNet, to_input(resize_area(im, ws, hs), pc), out)) return {};
+        if (out.c < 6) return fail("pnet: " + std::to_string(out.c) + " output channels, expected 6"), faces;
         std::vector<Box> level;
         for (int y = 0; y < out.h; y++) {
             for (int x = 0; x < out.w; x++) {
@@ -289,13 +491,16 @@ std::vector<Face> FaceEngine::detect(const unsigned char* pixels, int width, int
     cand = pick(cand, nms(cand, o.nms[1], false));
     for (Box& b : cand) regress(b), square(b);
 
-    // Stage 2: R-Net on 24x24 crops.
+    // Stage 2: R-Net on crops at its contract's size (24x24).
     std::vector<Box> kept;
     for (const Box& b : cand) {
         int ib[4];
         crop_box(b, ib);
-        const std::vector<float> out = run_net(nets_[1], o, to_input(crop(im, ib, kRNetSize)));
-        if (out.size() < 6 || !(out[1] > o.thresholds[1])) continue;
+        ncnn::Mat m;
+        if (!run(Net::kRNet, to_input(crop(im, ib, rc.width, rc.height), rc), m)) return {};
+        const std::vector<float> out = flatten(m);
+        if (out.size() < 6) return fail("rnet: " + std::to_string(out.size()) + " outputs, expected 6"), faces;
+        if (!(out[1] > o.thresholds[1])) continue;
         Box k = b;
         k.score = out[1];
         std::copy(out.begin() + 2, out.begin() + 6, k.reg);
@@ -304,15 +509,18 @@ std::vector<Face> FaceEngine::detect(const unsigned char* pixels, int width, int
     kept = pick(kept, nms(kept, o.nms[2], false));
     for (Box& b : kept) regress(b), square(b);
 
-    // Stage 3: O-Net on 48x48 crops; box and landmarks relative to the integer
-    // crop box O-Net actually saw.
+    // Stage 3: O-Net on crops at its contract's size (48x48); box and landmarks
+    // relative to the integer crop box O-Net actually saw.
     std::vector<Box> final_boxes;
     std::vector<Face> found;
     for (const Box& b : kept) {
         int ib[4];
         crop_box(b, ib);
-        const std::vector<float> out = run_net(nets_[2], o, to_input(crop(im, ib, kONetSize)));
-        if (out.size() < 16 || !(out[1] > o.thresholds[2])) continue;
+        ncnn::Mat m;
+        if (!run(Net::kONet, to_input(crop(im, ib, oc.width, oc.height), oc), m)) return {};
+        const std::vector<float> out = flatten(m);
+        if (out.size() < 16) return fail("onet: " + std::to_string(out.size()) + " outputs, expected 16"), faces;
+        if (!(out[1] > o.thresholds[2])) continue;
         Box r;
         r.x1 = static_cast<float>(ib[0]), r.y1 = static_cast<float>(ib[1]);
         r.x2 = static_cast<float>(ib[2]), r.y2 = static_cast<float>(ib[3]);
@@ -335,15 +543,14 @@ std::vector<Face> FaceEngine::detect(const unsigned char* pixels, int width, int
     return faces;
 }
 
-bool similarity_transform(const float landmarks[10], int width, int height, double m[6]) {
+bool similarity_transform(const float landmarks[10], const double templ[10], double m[6]) {
     // Closed-form 2-D Umeyama: for a rotation+scale the optimum is
     // s*R = [[a, -b], [b, a]] / |src|^2 with a, b the summed dot and cross
     // products of the centred point sets; identical to skimage's SVD route.
     double src[10], dst[10], sm[2] = {0, 0}, dm[2] = {0, 0};
     for (int k = 0; k < 5; k++) {
         src[2 * k] = landmarks[2 * k], src[2 * k + 1] = landmarks[2 * k + 1];
-        dst[2 * k] = kTemplate112[2 * k] - (112 - width) / 2.0;
-        dst[2 * k + 1] = kTemplate112[2 * k + 1] - (112 - height) / 2.0;
+        dst[2 * k] = templ[2 * k], dst[2 * k + 1] = templ[2 * k + 1];
         for (int c = 0; c < 2; c++) sm[c] += src[2 * k + c] / 5, dm[c] += dst[2 * k + c] / 5;
     }
     double a = 0, b = 0, var = 0;
@@ -364,9 +571,15 @@ bool similarity_transform(const float landmarks[10], int width, int height, doub
 std::vector<unsigned char> FaceEngine::align(const unsigned char* pixels, int width, int height,
                                              int stride, PixelFormat format, const float landmarks[10]) {
     const double t0 = ncnn::get_current_time();
-    const int ow = options_.embed_width, oh = options_.embed_height;
+    error_.clear();
+    // The embedder's contract gives the crop's size and the landmark template.
+    if (!loaded_[3]) return fail("align: the embedder must be loaded (its contract gives size and template)"), std::vector<unsigned char>();
+    if (width <= 0 || height <= 0) return fail("align: empty image"), std::vector<unsigned char>();
+    const InputContract& c = contracts_[3];
+    const int ow = c.width, oh = c.height;
     double m[6];
-    if (!similarity_transform(landmarks, ow, oh, m)) return {};
+    if (!similarity_transform(landmarks, c.landmark_template, m))
+        return fail("align: degenerate landmarks"), std::vector<unsigned char>();
     const std::vector<unsigned char> rgb = to_rgb8(pixels, width, height, stride, format);
 
     // Invert in double, sample in float: what cv2.warpAffine(INTER_LINEAR,
@@ -405,15 +618,13 @@ std::vector<unsigned char> FaceEngine::align(const unsigned char* pixels, int wi
 
 std::vector<float> FaceEngine::embed(const unsigned char* pixels, int width, int height, int stride,
                                      PixelFormat format, const float landmarks[10]) {
-    if (!loaded_[3]) return {};
     const std::vector<unsigned char> face = align(pixels, width, height, stride, format, landmarks);
-    if (face.empty()) return {};
+    if (face.empty()) return {};  // error_ says why
     const double t0 = ncnn::get_current_time();
-    ncnn::Mat in = ncnn::Mat::from_pixels(face.data(), ncnn::Mat::PIXEL_RGB, options_.embed_width,
-                                          options_.embed_height);
-    const float mean[3] = {127.5f, 127.5f, 127.5f}, norm[3] = {1 / 128.f, 1 / 128.f, 1 / 128.f};
-    in.substract_mean_normalize(mean, norm);
-    std::vector<float> e = run_net(nets_[3], options_, in);
+    const InputContract& c = contracts_[3];
+    ncnn::Mat out;
+    if (!run(Net::kEmbedder, to_input(face.data(), c.width, c.height, c), out)) return {};
+    std::vector<float> e = flatten(out);
     float n2 = 0;
     for (float v : e) n2 += v * v;
     const float n = std::max(std::sqrt(n2), 1e-12f);

@@ -4,7 +4,10 @@
 // built for phones (through jni_bridge.cpp) and for host tests.
 //
 // The cascade reproduces src/mfn_deploy/face/detect.py and align.py step by
-// step, so embeddings match the Python ncnn pipeline.
+// step, so embeddings match the Python ncnn pipeline. The preprocessing of
+// every net (input size, channel order, mean, scale, blob names, alignment
+// template) is not built in: it is read from the net's contract file
+// (InputContract, parse_contract), written from the export's manifest.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +38,31 @@ enum PixelFormat { kRGB = 0, kRGBA = 1 };
 
 enum class Net { kPNet = 0, kRNet = 1, kONet = 2, kEmbedder = 3 };
 
+// What one network takes, read from its contract file (<net>.ncnn.contract in
+// the app's assets), which `mfn-deploy android-assets` writes from the export's
+// manifest.json: nothing here has a built-in default. The tensor fed to the
+// net is CHW float32, channel k = (pixel[channel_order[k]] - mean[k]) * scale[k],
+// as the Python pipeline normalises. Format: see parse_contract and README.md.
+struct InputContract {
+    int width = 0, height = 0;           // network input; 0 x 0: any size (P-Net)
+    bool bgr = false;                    // channel order of the tensor: RGB or BGR
+    float mean[3] = {0.f, 0.f, 0.f};     // per tensor channel
+    float scale[3] = {0.f, 0.f, 0.f};    // per tensor channel, positive
+    std::string input_blob, output_blob;  // ncnn blob names
+    // Embedder only: where the five landmarks land in the width x height crop
+    // (x, y pairs: left eye, right eye, nose tip, left and right mouth corner).
+    double landmark_template[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+};
+
+// Parses the text of net `which`'s contract file: one key=value a line, '#'
+// comments and blank lines allowed, every key required exactly once, unknown
+// keys refused. Returns false with a one-line reason in *error when the text
+// is malformed, incomplete or written for another net; never throws.
+bool parse_contract(const std::string& text, Net which, InputContract* out, std::string* error);
+
+// "pnet", "rnet", "onet" or "embedder": the net= value its contract carries.
+const char* net_name(Net which);
+
 struct EngineOptions {
     int num_threads = 1;
     // ncnn's CPU affinity policy: 0 all cores, 1 little cores, 2 big cores.
@@ -42,15 +70,11 @@ struct EngineOptions {
     // fp16 storage/arithmetic where the CPU has it; off gives fp32 parity
     // with the Python pipeline.
     bool fp16 = false;
-    int embed_width = 112;
-    int embed_height = 112;
     // MTCNN settings, as DetectorConfig in detect.py.
     int min_face = 20;
     double scale_factor = 0.709;  // double, as Python multiplies the scales
     float thresholds[3] = {0.6f, 0.7f, 0.7f};
     float nms[4] = {0.5f, 0.7f, 0.7f, 0.7f};  // per scale, P, R, O
-    std::string input_blob = "in0";
-    std::string output_blob = "out0";
 };
 
 class FaceEngine {
@@ -59,10 +83,19 @@ public:
     void set_options(const EngineOptions& options);
     const EngineOptions& options() const { return options_; }
 
-    // param: the text .param file; bin: the .bin weights. Both are copied, so
-    // callers may free them. Returns false when ncnn rejects them.
-    bool load(Net which, const std::string& param, const std::vector<unsigned char>& bin);
+    // param: the text .param file; bin: the .bin weights; contract: the text
+    // of the net's contract file (see InputContract). All are copied, so
+    // callers may free them. Returns false, with the reason in last_error(),
+    // when the contract is malformed or ncnn rejects the model.
+    bool load(Net which, const std::string& param, const std::vector<unsigned char>& bin,
+              const std::string& contract);
     bool ready() const;
+    // The contract `which` was loaded with (all zero when it is not loaded).
+    const InputContract& contract(Net which) const { return contracts_[static_cast<int>(which)]; }
+
+    // Why the last load/detect/align/embed call failed; empty after a call
+    // that succeeded (finding no face is a success).
+    const std::string& last_error() const { return error_; }
 
     // Interleaved 8-bit pixels, row stride in bytes (0 = packed).
     std::vector<Face> detect(const unsigned char* pixels, int width, int height, int stride,
@@ -73,7 +106,8 @@ public:
     std::vector<float> embed(const unsigned char* pixels, int width, int height, int stride,
                              PixelFormat format, const float landmarks[10]);
 
-    // The aligned embed_width x embed_height RGB crop (for debugging/tests).
+    // The aligned RGB crop at the embedder contract's size (for debugging and
+    // tests); needs the embedder loaded, as its contract gives size and template.
     std::vector<unsigned char> align(const unsigned char* pixels, int width, int height, int stride,
                                      PixelFormat format, const float landmarks[10]);
 
@@ -90,11 +124,16 @@ public:
                         PixelFormat format, int loops);
 
 private:
+    bool fail(const std::string& message);
+    bool run(Net which, const ncnn::Mat& in, ncnn::Mat& out);
+
     EngineOptions options_;
     ncnn::Net nets_[4];
     std::vector<unsigned char> weights_[4];  // ncnn references weights, never copies
+    InputContract contracts_[4];
     bool loaded_[4] = {false, false, false, false};
     StageTimes times_;
+    std::string error_;
 };
 
 // Cosine similarity of two vectors of length n (0 when either is zero).
@@ -105,9 +144,9 @@ float cosine(const float* a, const float* b, int n);
 int best_match(const float* query, const float* gallery, int count, int dim, float* score);
 
 // Least-squares similarity transform (Umeyama, no reflection) mapping the
-// five landmarks onto the standard template for a width x height crop.
+// five landmarks onto the template (the embedder contract's, x, y pairs).
 // Writes the 2x3 forward matrix; false when the landmarks are degenerate.
-bool similarity_transform(const float landmarks[10], int width, int height, double m[6]);
+bool similarity_transform(const float landmarks[10], const double templ[10], double m[6]);
 
 const char* ncnn_version();
 

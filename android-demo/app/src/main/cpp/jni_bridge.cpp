@@ -77,24 +77,35 @@ MFN_JNI(jlong, nativeCreate)(JNIEnv*, jobject) {
 MFN_JNI(void, nativeDestroy)(JNIEnv*, jobject, jlong handle) { delete engine(handle); }
 
 MFN_JNI(void, nativeSetOptions)(JNIEnv*, jobject, jlong handle, jint num_threads, jint powersave,
-                                jboolean fp16, jint embed_width, jint embed_height) {
+                                jboolean fp16) {
     mfn::EngineOptions o = engine(handle)->options();
     o.num_threads = num_threads > 0 ? num_threads : 1;
     o.powersave = powersave;
     o.fp16 = fp16 == JNI_TRUE;
-    o.embed_width = embed_width;
-    o.embed_height = embed_height;
     engine(handle)->set_options(o);
 }
 
+// contract: the bytes of the net's .contract file (its input size, channel
+// order, mean, scale and blob names); false with nativeLastError's reason when
+// it or the model is refused.
 MFN_JNI(jboolean, nativeLoadNet)(JNIEnv* env, jobject, jlong handle, jint which, jbyteArray param,
-                                 jbyteArray bin) {
+                                 jbyteArray bin, jbyteArray contract) {
     if (which < 0 || which > 3) return JNI_FALSE;
-    const std::vector<unsigned char> text = bytes(env, param);
+    const std::vector<unsigned char> text = bytes(env, param), terms = bytes(env, contract);
     return engine(handle)->load(static_cast<mfn::Net>(which), std::string(text.begin(), text.end()),
-                                bytes(env, bin))
+                                bytes(env, bin), std::string(terms.begin(), terms.end()))
                ? JNI_TRUE
                : JNI_FALSE;
+}
+
+// Why the last nativeLoadNet/nativeDetect/nativeEmbed failed; "" when it did not.
+MFN_JNI(jstring, nativeLastError)(JNIEnv* env, jobject, jlong handle) {
+    // The core quotes file contents as printable ASCII already; keep it so, as
+    // NewStringUTF aborts under CheckJNI on malformed modified UTF-8.
+    std::string message = engine(handle)->last_error();
+    for (char& ch : message)
+        if (ch < ' ' || ch > '~') ch = '?';
+    return env->NewStringUTF(message.c_str());
 }
 
 MFN_JNI(jfloatArray, nativeDetect)(JNIEnv* env, jobject, jlong handle, jbyteArray pixels, jint width,

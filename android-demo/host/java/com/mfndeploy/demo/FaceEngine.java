@@ -10,10 +10,11 @@ public class FaceEngine {
 
     public native void nativeDestroy(long handle);
 
-    public native void nativeSetOptions(
-            long handle, int numThreads, int powersave, boolean fp16, int embedWidth, int embedHeight);
+    public native void nativeSetOptions(long handle, int numThreads, int powersave, boolean fp16);
 
-    public native boolean nativeLoadNet(long handle, int which, byte[] param, byte[] bin);
+    public native boolean nativeLoadNet(long handle, int which, byte[] param, byte[] bin, byte[] contract);
+
+    public native String nativeLastError(long handle);
 
     public native float[] nativeDetect(
             long handle, byte[] pixels, int width, int height, int stride, int format);

@@ -9,8 +9,11 @@ import java.util.Locale;
  * Calls libface_engine_jni.so through FaceEngine's native methods, the way the app does, and prints
  * the first face and its embedding as JSON for tests/test_android_host.py to compare.
  *
- * <p>usage: java -cp CLASSES com.mfndeploy.demo.FaceEngineTest LIB DETECTOR_DIR EMBED_PARAM
- * EMBED_BIN RGB_FILE WIDTH HEIGHT
+ * <p>The nets come from an assets folder written by {@code mfn-deploy android-assets}, read as
+ * FaceEngine.kt's loadFromAssets does: BASE.param, BASE.bin and BASE.contract per net.
+ *
+ * <p>usage: java -cp CLASSES com.mfndeploy.demo.FaceEngineTest LIB ASSETS_DIR EMBED_BASENAME
+ * RGB_FILE WIDTH HEIGHT
  */
 public final class FaceEngineTest {
     static final int RGB = 0, RGBA = 1;
@@ -23,24 +26,55 @@ public final class FaceEngineTest {
         return Files.readAllBytes(Paths.get(path));
     }
 
+    static String[] bases(String assets, String embedder) {
+        return new String[] {
+            assets + "/detector/pnet.ncnn",
+            assets + "/detector/rnet.ncnn",
+            assets + "/detector/onet.ncnn",
+            assets + "/embedder/" + embedder,
+        };
+    }
+
+    static boolean load(FaceEngine e, long handle, int which, String base, byte[] contract)
+            throws Exception {
+        return e.nativeLoadNet(handle, which, read(base + ".param"), read(base + ".bin"), contract);
+    }
+
     public static void main(String[] args) throws Exception {
         System.load(Paths.get(args[0]).toAbsolutePath().toString());
-        String det = args[1];
-        byte[] rgb = read(args[4]);
-        int w = Integer.parseInt(args[5]), h = Integer.parseInt(args[6]);
+        String[] bases = bases(args[1], args[2]);
+        byte[] rgb = read(args[3]);
+        int w = Integer.parseInt(args[4]), h = Integer.parseInt(args[5]);
         check(rgb.length == w * h * 3, "raw RGB size");
 
         FaceEngine e = new FaceEngine();
         long handle = e.nativeCreate();
         check(handle != 0, "nativeCreate");
-        e.nativeSetOptions(handle, 2, 0, false, 112, 112);
-        check(!e.nativeLoadNet(handle, 0, "not a param".getBytes(), new byte[8]), "garbage rejected");
-        String[] nets = {"pnet", "rnet", "onet"};
-        for (int i = 0; i < 3; i++) {
-            String base = det + "/" + nets[i] + ".ncnn.";
-            check(e.nativeLoadNet(handle, i, read(base + "param"), read(base + "bin")), nets[i]);
+        e.nativeSetOptions(handle, 2, 0, false);
+        byte[] pnetContract = read(bases[0] + ".contract");
+        check(!e.nativeLoadNet(handle, 0, "not a param".getBytes(), new byte[8], pnetContract), "garbage rejected");
+        check(e.nativeLastError(handle).startsWith("pnet: ncnn rejected"), e.nativeLastError(handle));
+        // Refused contracts come back as a reason, never a crash: garbage, another net's file, no file.
+        // Not UTF-8: the message must still cross JNI (NewStringUTF) intact.
+        byte[] junk = {'#', '\n', (byte) 0xff, 'm', (byte) 0xc3, '=', '1', '\n'};
+        check(!load(e, handle, 3, bases[3], junk), "junk contract refused");
+        check(e.nativeLastError(handle).equals("embedder contract line 2: unknown key '?m?' for embedder"),
+                e.nativeLastError(handle));
+        check(!load(e, handle, 1, bases[1], pnetContract), "pnet contract for rnet refused");
+        check(e.nativeLastError(handle).contains("net must be rnet"), e.nativeLastError(handle));
+        check(!load(e, handle, 3, bases[3], new byte[0]), "empty contract refused");
+        check(e.nativeLastError(handle).equals("embedder contract: missing key 'format'"), e.nativeLastError(handle));
+        check(!load(e, handle, 3, bases[3], null), "no contract refused");
+        check(e.nativeEmbed(handle, rgb, w, h, 0, RGB, new float[10]).length == 0, "embed without embedder");
+        check(e.nativeLastError(handle).startsWith("align: the embedder must be loaded"), e.nativeLastError(handle));
+        check(e.nativeDetect(handle, rgb, w, h, 0, RGB).length == 0, "detect without nets");
+        check(e.nativeLastError(handle).startsWith("detect: pnet, rnet and onet"), e.nativeLastError(handle));
+
+        String[] nets = {"pnet", "rnet", "onet", "embedder"};
+        for (int i = 0; i < 4; i++) {
+            check(load(e, handle, i, bases[i], read(bases[i] + ".contract")), nets[i] + ": " + e.nativeLastError(handle));
+            check(e.nativeLastError(handle).isEmpty(), "error cleared");
         }
-        check(e.nativeLoadNet(handle, 3, read(args[2]), read(args[3])), "embedder");
         check(e.nativeVersion().equals("1.0.20261020"), "ncnn version " + e.nativeVersion());
 
         float[] faces = e.nativeDetect(handle, rgb, w, h, 0, RGB);

@@ -36,11 +36,6 @@ class BenchmarkResult(val loops: Int, val faces: Int, val median: StageTimes, va
 class FaceEngine : AutoCloseable {
     private var handle: Long = nativeCreate()
 
-    /** Embedding input size, read from the model manifest by [loadFromAssets]. */
-    var embedWidth = 112
-        private set
-    var embedHeight = 112
-        private set
     private var threads = 2
     private var powersave = POWERSAVE_BIG
     private var fp16 = false
@@ -50,16 +45,20 @@ class FaceEngine : AutoCloseable {
         this.threads = threads
         this.powersave = powersave
         this.fp16 = fp16
-        nativeSetOptions(handle, threads, powersave, fp16, embedWidth, embedHeight)
+        nativeSetOptions(handle, threads, powersave, fp16)
     }
 
-    /** Loads the nets that `mfn-deploy android-assets` copied into assets/[dir]. */
+    /**
+     * Loads the nets that `mfn-deploy android-assets` copied into assets/[dir]: for each,
+     * BASE.param, BASE.bin and BASE.contract. The contract (input size, channel order, mean,
+     * scale, blob names, and the embedder's landmark template) comes from the export's
+     * manifest; the native core has no built-in preprocessing. Throws IllegalStateException
+     * with the core's reason when a file is missing or refused.
+     */
     fun loadFromAssets(assets: AssetManager, dir: String = "models") {
         val manifest = JSONObject(assets.open("$dir/assets.json").bufferedReader().use { it.readText() })
         val embedder = manifest.getJSONObject("embedder")
-        embedWidth = embedder.getInt("width")
-        embedHeight = embedder.getInt("height")
-        nativeSetOptions(handle, threads, powersave, fp16, embedWidth, embedHeight)
+        nativeSetOptions(handle, threads, powersave, fp16)
         val nets = listOf(
             "detector/pnet.ncnn",
             "detector/rnet.ncnn",
@@ -67,11 +66,19 @@ class FaceEngine : AutoCloseable {
             "embedder/" + embedder.getString("ncnn_basename"),
         )
         nets.forEachIndexed { which, base ->
-            val param = assets.open("$dir/$base.param").use { it.readBytes() }
-            val bin = assets.open("$dir/$base.bin").use { it.readBytes() }
-            check(nativeLoadNet(handle, which, param, bin)) { "ncnn could not load $dir/$base" }
+            val (param, bin, contract) = listOf("param", "bin", "contract").map { ext ->
+                try {
+                    assets.open("$dir/$base.$ext").use { it.readBytes() }
+                } catch (e: java.io.IOException) {
+                    throw IllegalStateException("$dir/$base.$ext missing: rerun mfn-deploy android-assets", e)
+                }
+            }
+            check(nativeLoadNet(handle, which, param, bin, contract)) { "$dir/$base: ${nativeLastError(handle)}" }
         }
     }
+
+    /** Why the last load, detect or embed failed; empty when it did not. */
+    fun lastError(): String = nativeLastError(handle)
 
     fun detect(frame: Frame): List<Face> {
         val flat = nativeDetect(handle, frame.pixels, frame.width, frame.height, frame.stride, frame.format)
@@ -121,10 +128,15 @@ class FaceEngine : AutoCloseable {
         numThreads: Int,
         powersave: Int,
         fp16: Boolean,
-        embedWidth: Int,
-        embedHeight: Int,
     )
-    private external fun nativeLoadNet(handle: Long, which: Int, param: ByteArray, bin: ByteArray): Boolean
+    private external fun nativeLoadNet(
+        handle: Long,
+        which: Int,
+        param: ByteArray,
+        bin: ByteArray,
+        contract: ByteArray,
+    ): Boolean
+    private external fun nativeLastError(handle: Long): String
     private external fun nativeDetect(
         handle: Long,
         pixels: ByteArray,

@@ -63,8 +63,13 @@ class MainActivity : ComponentActivity() {
         analysis.execute {
             try {
                 engine = FaceEngine().apply {
-                    configure(settings.threads, settings.powersave)
-                    loadFromAssets(assets)
+                    try {
+                        configure(settings.threads, settings.powersave)
+                        loadFromAssets(assets)
+                    } catch (e: Exception) {
+                        close() // a refused model or contract: free the native engine
+                        throw e
+                    }
                 }
             } catch (e: Exception) {
                 runOnUiThread { status.text = getString(R.string.no_models, e.message) }

@@ -14,6 +14,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from mfn_deploy.errors import MfnError
+from mfn_deploy.models import create
 
 _BN = nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d
 
@@ -45,8 +46,6 @@ def save_folded(model: nn.Module, path) -> None:
 
 def load_folded(model_name: str, size: tuple[int, int], path) -> nn.Module:
     """The folded graph ``save_folded`` wrote: rebuilt from the registry, then loaded."""
-    from mfn_deploy.models import create
-
     folded, _ = fold_batchnorm(create(model_name, size))
     folded.load_state_dict(torch.load(path, weights_only=True))
     return folded.eval()

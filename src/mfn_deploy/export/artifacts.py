@@ -1,14 +1,14 @@
-"""Names of everything an export writes, and the helpers that write it safely.
+"""Output directories that appear whole or not at all, and never replace the wrong thing.
 
-Every output name derives from ``ArtifactNames``, so the CLI, the manifest, the
-checker and the benchmarks agree on where things are.
+``staged_directory`` is how every export (embedder, detector, the app's assets)
+writes a directory: built in a staging directory next to it, swapped in by renames
+once complete, under a lock that keeps a second writer out; ``check_replaceable``
+is what ``--force`` may replace. File names come from ``stages.ArtifactNames``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,87 +17,16 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from mfn_deploy.errors import MfnError
-
-
-@dataclass(frozen=True)
-class ArtifactNames:
-    model: str
-
-    @property
-    def folded(self) -> str:
-        return f"{self.model}.folded.pt"
-
-    @property
-    def raw_onnx(self) -> str:
-        return f"{self.model}.raw.onnx"
-
-    @property
-    def onnx(self) -> str:  # the simplified ONNX: the one to ship
-        return f"{self.model}.onnx"
-
-    def ncnn_param(self, fp16: bool = False) -> str:
-        return f"{self.model}{'.fp16' if fp16 else ''}.ncnn.param"
-
-    def ncnn_bin(self, fp16: bool = False) -> str:
-        return f"{self.model}{'.fp16' if fp16 else ''}.ncnn.bin"
-
-    manifest = "manifest.json"
-    parity = "parity.json"
-
-
-def cache_root() -> Path:
-    """Where builds and derived exports are cached: $MFN_DEPLOY_CACHE, else XDG's cache."""
-    if os.environ.get("MFN_DEPLOY_CACHE"):
-        return Path(os.environ["MFN_DEPLOY_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "mfn-deploy"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from mfn_deploy.export.manifest import MANIFEST, written_by_us
+from mfn_deploy.files import sha256_of, umask
 
 
 def describe(path: Path) -> dict:
+    """A manifest's record of one artifact."""
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
-
-
-def write_json(path: Path, obj: object) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp's 0600 would surprise other users
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def cache_fill(entry: Path) -> Iterator[None]:
-    """Serialise the processes that fill one cache entry: the later ones wait, then
-    find it filled. (An export's own lock refuses a second writer outright, which is
-    right for a user's --out but not for a cache that several commands share.)"""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with (entry.parent / f".{entry.name}.fill.lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 @contextmanager
@@ -185,16 +114,8 @@ def _sweep(target: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def _is_export(directory: Path, manifest: str) -> bool:
-    try:
-        data = json.loads((directory / manifest).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("mfn-deploy/")
-
-
 def check_replaceable(
-    out: Path, force: bool, sources: Iterable[Path] = (), manifest: str = ArtifactNames.manifest
+    out: Path, force: bool, sources: Iterable[Path] = (), manifest: str = MANIFEST
 ) -> None:
     """Refuse to replace ``out`` unless it is absent or (with ``force``) a previous export.
 
@@ -214,7 +135,7 @@ def check_replaceable(
         # Where the bytes live and where the name lives: a link in out is lost with it too.
         if any(p.is_relative_to(real) for p in (src.resolve(), src.parent.resolve() / src.name)):
             raise MfnError(f"{out}: refusing to replace: it holds {src}, a source of this export")
-    if not _is_export(out, manifest):
+    if not written_by_us(out, manifest):
         raise MfnError(
             f"{out}: refusing to replace: not a previous mfn-deploy export (no valid {manifest})"
         )
@@ -238,7 +159,7 @@ def _swap(stage: Path, target: Path) -> None:
 
 @contextmanager
 def staged_directory(
-    out: Path, force: bool, sources: Iterable[Path] = (), manifest: str = ArtifactNames.manifest
+    out: Path, force: bool, sources: Iterable[Path] = (), manifest: str = MANIFEST
 ) -> Iterator[Path]:
     """Yield a fresh directory that replaces ``out`` only if the block succeeds.
 
@@ -261,7 +182,7 @@ def staged_directory(
         prefix = f".{target.name}.staging-{os.getpid()}-"  # the pid lets _sweep find orphans
         try:
             stage = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-            stage.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename
+            stage.chmod(0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
         except OSError as e:
             raise MfnError(f"{out}: cannot create output directory: {e.strerror}") from None
         try:

@@ -1,4 +1,4 @@
-"""Stage 2: torch -> ONNX with a pinned opset, input ``data`` and output ``embedding``."""
+"""Stage 2: torch -> ONNX with a pinned opset and the contract's tensor names."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 import onnx
 import torch
 
+from mfn_deploy.contract import ONNX_INPUT, ONNX_OUTPUT
 from mfn_deploy.errors import MfnError
 
 DEFAULT_OPSET = 17
-INPUT_NAME = "data"
-OUTPUT_NAME = "embedding"
 SUPPORTED_OPSETS = range(11, 21)
 
 
@@ -55,9 +54,9 @@ def export_onnx(
             str(path),
             dynamo=False,
             opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if axes else None,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: axes, ONNX_OUTPUT: axes} if axes else None,
             do_constant_folding=True,
         )
     proto = onnx.load(str(path))
