@@ -12,12 +12,12 @@ ncnn threads fight other users' jobs and measure the neighbours, not the network
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from mfn_deploy.bench.results import Results, load_results
 from mfn_deploy.files import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,11 +35,11 @@ def cli(*args: str) -> str:
     return proc.stdout
 
 
-def ratios(results: dict) -> dict:
-    models = {m["name"]: m["backends"] for m in results["devices"][0]["models"]}
+def ratios(results: Results) -> dict:
+    models = {m.name: m for m in results.devices[0].models}
 
     def med(model: str, backend: str) -> float:
-        return models[model][backend]["median_ms"]
+        return models[model].series(backend).median_ms
 
     per_model = {n: med(n, "onnxruntime") / med(n, "ncnn-runner") for n in models}
     return {
@@ -50,7 +50,7 @@ def ratios(results: dict) -> dict:
         "onnxruntime_over_ncnn_runner": {k: round(v, 3) for k, v in per_model.items()},
         "mobilefacenet_over_mobilenet_v2": {
             b: round(med("mobilefacenet", b) / med("mobilenet_v2", b), 3)
-            for b in models["mobilefacenet"]
+            for b in results.devices[0].backends
         },
         "paper_mobilefacenet_over_mobilenet_v2": round(24 / 49, 3),
     }
@@ -68,10 +68,10 @@ def main() -> None:
         "--powersave", "0", "--loops", a.loops, "--warmup", a.warmup, "--cooldown", "0",
         "--out", str(out))  # fmt: skip
     table = cli("report", str(out), "--png", str(RESULTS / "host_latency.png"))
-    results = json.loads(out.read_text())
+    results = load_results(out)
     r = ratios(results)
-    results["ratios"] = r
-    write_json(out, results)
+    results.extra["ratios"] = r  # kept beside the typed results on every round trip
+    write_json(out, results.to_dict())
     lines = [
         table,
         f"onnxruntime / ncnn runner (geometric mean over 11 networks): "

@@ -674,7 +674,8 @@ BAD_EXPORT = {
     "height": (lambda m: m["input"].update(height=0), "input.height"),
     "two-inputs": (
         lambda m: m["ncnn_blobs"].update(inputs=["in0", "in1"]),
-        "ncnn_blobs.inputs must list one ncnn blob name",
+        # The manifest reader refuses it before android-assets looks.
+        "ncnn_blobs 'inputs' must be a list of one blob name",
     ),
     "blob-space": (
         lambda m: m["ncnn_blobs"].update(outputs=["out 0"]),
@@ -692,7 +693,7 @@ BAD_DETECTOR = {
     "rnet-size": (lambda m: m["nets"]["rnet"].pop("input_size"), "nets.rnet.input_size must be"),
     "onet-blobs": (
         lambda m: m["nets"]["onet"].update(ncnn_blobs={"inputs": ["in0"]}),
-        "nets.onet.ncnn_blobs.outputs",
+        "net 'onet': ncnn_blobs 'outputs' must be a list of one blob name",
     ),
     "no-onet": (lambda m: m["nets"].pop("onet"), "nets.onet missing"),
 }

@@ -13,15 +13,17 @@ from conftest import needs_runner, run_cli
 pytestmark = needs_runner("host")
 
 
-def test_bench_host_all_backends_agree():
-    from mfn_deploy.device.bench import BenchOptions, problems
-    from mfn_deploy.device.host import BACKENDS, bench_host
-    from mfn_deploy.device.models import prepare_jobs
+def test_bench_host_all_backends_agree(tmp_path):
+    from mfn_deploy.bench.host import BACKENDS, HostTarget
+    from mfn_deploy.bench.jobs import prepare_jobs
+    from mfn_deploy.bench.options import BenchOptions
+    from mfn_deploy.bench.run import run_bench
 
     jobs = prepare_jobs(["mobilefacenet_96x96"], [], fp16=False)
     seen = []
     opts = BenchOptions(threads=1, powersave=0, warmup=1, loops=3, cooldown=0)
-    results = bench_host(jobs, opts, on_progress=seen.append)
+    typed = run_bench(HostTarget(), jobs, opts, tmp_path / "host.json", on_progress=seen.append)
+    results = typed.to_dict()
     (model,) = results["devices"][0]["models"]
     assert list(model["backends"]) == list(BACKENDS)
     for name, rec in model["backends"].items():
@@ -30,7 +32,7 @@ def test_bench_host_all_backends_agree():
         assert rec["parity"]["ok"], (name, rec["parity"])
     assert model["backends"]["ncnn-runner"]["ncnn_version"]
     assert results["options"]["threads"] == 1 and results["host"]["cpu_count"]
-    assert problems(results) == []
+    assert typed.problems() == []
     assert seen[-1].phase == "done" and seen[-1].done == seen[-1].total
 
 
@@ -63,3 +65,147 @@ def test_bench_rejects_bad_options(tmp_path):
     assert proc.returncode == 1 and "--cooldown 'soon'" in proc.stderr
     proc = run_cli("report", tmp_path / "missing.json")
     assert proc.returncode == 1 and "no such results file" in proc.stderr
+
+
+# --- typed results, "nothing lost", bounds, report ------------------------------------
+
+
+def test_results_round_trip_reads_todays_files():
+    """A results file written before the types existed reads back, and writes back equal
+    (summaries are derived from the runs, so they agree to the stored rounding)."""
+    from pathlib import Path
+
+    from mfn_deploy.bench.results import FORMAT, Results, Status, load_results
+
+    kept = Path(__file__).resolve().parent.parent / "benchmarks/results/host_latency.json"
+    old = json.loads(kept.read_text())
+    results = load_results(kept)
+    assert results.target == "host" and not results.partial and "partial" not in old
+    assert results.devices[0].status == Status.OK and results.options.threads == 1
+    again = results.to_dict()
+    assert again["format"] == FORMAT and again["ratios"] == old["ratios"]  # other keys kept
+    for new_m, old_m in zip(
+        again["devices"][0]["models"], old["devices"][0]["models"], strict=True
+    ):
+        for backend, rec in old_m["backends"].items():
+            assert new_m["backends"][backend]["runs_ms"] == rec["runs_ms"]
+            assert abs(new_m["backends"][backend]["median_ms"] - rec["median_ms"]) < 1e-3
+    assert Results.from_dict(again).to_dict() == again  # a new file round-trips exactly
+
+
+def test_bench_options_are_bounded_before_any_work(tmp_path):
+    """Huge threads crashed the runner, huge loops never ended: one line, nothing run."""
+    out = tmp_path / "x.json"
+    for option, value, message in [
+        ("--threads", "100000", "--threads 100000 out of range 1..64"),
+        ("--threads", "0", "--threads 0 out of range 1..64"),
+        ("--loops", "99999999999", "--loops 99999999999 out of range 1..10000"),
+        ("--warmup", "-1", "--warmup -1 out of range 0..1000"),
+        ("--warmup", "1001", "--warmup 1001 out of range 0..1000"),
+        ("--cooldown", "601", "--cooldown 601.0 out of range 0..600"),
+        ("--chunk", "0", "--chunk 0 out of range 1..10000"),
+        ("--powersave", "3", "--powersave 3 out of range 0..2"),
+    ]:
+        proc = run_cli("bench", "--target", "host", "--models", "mobilefacenet", option, value,
+                       "--out", out)  # fmt: skip
+        assert proc.returncode == 1, (option, value, proc.stderr)
+        assert proc.stderr.strip() == f"error: {message}", proc.stderr
+    assert not out.exists()
+
+
+def test_bench_out_not_writable_fails_before_the_work(tmp_path):
+    """Not after timing every model: a one-line error naming the path, at once."""
+    for out, message in [
+        ("/sys/mfn-deploy-results.json", "cannot write the results there"),
+        (tmp_path / "no/such/dir/x.json", "does not exist"),
+    ]:
+        proc = run_cli("bench", "--target", "host", "--models", "mobilefacenet", "--out", out)
+        assert proc.returncode == 1
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"error: {out}: ") and message in line, line
+        assert "preparing" not in proc.stderr
+
+
+def test_bench_host_interrupted_keeps_measured_models(tmp_path):
+    """SIGTERM (like ^C) after the first model: that model is in the file, the run is
+    marked partial, and the report shows it as such."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "host.json"
+    # --cooldown 3: each runtime of each model starts with a 3 s sleep, a wide window
+    # in which the second model is under way.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mfn_deploy", "bench", "--target", "host", "--models",
+         "mobilefacenet_96x96,mobilefacenet", "--backends", "onnxruntime,ncnn-python",
+         "--threads", "1", "--warmup", "0", "--loops", "3", "--cooldown", "3", "--out", out],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_file() and len(json.loads(out.read_text())["devices"][0]["models"]) == 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    data = json.loads(out.read_text())
+    assert proc.returncode == 143, stderr
+    assert f"partial results kept in {out}" in stderr and "error: interrupted" in stderr
+    assert data["partial"] is True
+    first, *rest = data["devices"][0]["models"]
+    assert first["status"] == "ok"
+    assert all(r["status"] == "ok" and r["n"] == 3 for r in first["backends"].values())
+    assert all(m["status"] == "interrupted" for m in rest)
+
+    report = run_cli("report", out)
+    assert report.returncode == 0, report.stderr
+    assert "host onnxruntime (partial) ms" in report.stdout
+    assert "(partial): threads 1" in report.stdout
+
+
+def test_report_several_files_and_errors(tmp_path):
+    """Columns of two files never share a header or legend entry; the legend sits beside
+    the bars; a file whose every device failed, or without devices, is one error line."""
+    from mfn_deploy.bench.report import table2
+    from mfn_deploy.bench.results import load_results
+
+    kept = tmp_path / "a.json"
+    one = json.loads(
+        (__import__("pathlib").Path(__file__).resolve().parent.parent
+         / "benchmarks/results/host_latency.json").read_text()
+    )  # fmt: skip
+    kept.write_text(json.dumps(one))
+    twin = tmp_path / "b.json"
+    twin.write_text(json.dumps(one))
+    proc = run_cli("report", kept, twin, "--png", tmp_path / "two.png")
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[0].split(" | ")
+    measured = [h for h in header if h.endswith(" ms") and not h.startswith("Paper")]
+    assert len(measured) == 8 and len(set(measured)) == 8, header
+    assert "host onnxruntime (a.json) ms" in measured and "host onnxruntime (b.json) ms" in measured
+
+    fig = table2([kept, twin]).figure()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == len(set(labels)) == 9  # the paper + 8 measured series
+    renderer = fig.canvas.get_renderer()
+    legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= axes.x1, "the legend covers the bars"
+
+    failed = dict(one, devices=[{"serial": "p1", "status": "failed", "error": "p1: push failed",
+                                 "info": None, "models": []}])  # fmt: skip
+    (tmp_path / "failed.json").write_text(json.dumps(failed))
+    no_devices = {k: v for k, v in one.items() if k != "devices"}
+    (tmp_path / "nodev.json").write_text(json.dumps(no_devices))
+    for name, message in [
+        ("failed.json", "nothing was measured: p1: failed: p1: push failed"),
+        ("nodev.json", "no 'devices' list"),
+    ]:
+        proc = run_cli("report", kept, tmp_path / name, "--png", tmp_path / "x.png")
+        assert proc.returncode == 1
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / name}: ") and message in line, line
+        assert not (tmp_path / "x.png").exists()
+    assert load_results(kept).measured()

@@ -58,15 +58,26 @@ def phones(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def jobs():
-    from mfn_deploy.device.models import prepare_jobs
+    from mfn_deploy.bench.jobs import prepare_jobs
 
     return prepare_jobs(["mobilefacenet"], [], fp16=False)
 
 
 def _opts(**kw):
-    from mfn_deploy.device.bench import BenchOptions
+    from mfn_deploy.bench.options import BenchOptions
 
     return BenchOptions(**{"threads": 1, "powersave": 0, "warmup": 0, "loops": 2, **kw})
+
+
+def bench_adb(serials, jobs, opts, out):
+    """The adb harness in-process; the file it leaves is the results it returns."""
+    from mfn_deploy.bench.adb_target import AdbTarget
+    from mfn_deploy.bench.results import load_results
+    from mfn_deploy.bench.run import run_bench
+
+    results = run_bench(AdbTarget(serials), jobs, opts, out)
+    assert load_results(out).to_dict() == results.to_dict() and not results.partial
+    return results
 
 
 # --- adb and device selection ----------------------------------------------------------
@@ -150,13 +161,11 @@ def test_bench_fails_fast_without_device(phones):
 # --- the harness, with faults ----------------------------------------------------------
 
 
-def test_bench_one_phone_push_once_and_throttle(phones, jobs):
-    from mfn_deploy.device.bench import bench_adb, problems
-
+def test_bench_one_phone_push_once_and_throttle(phones, jobs, tmp_path):
     # Hot long enough that a slow, loaded machine still reads it after the run.
     phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 12}))
-    first = bench_adb(["p1"], jobs * 2, _opts(chunk=1))
-    (d,) = first["devices"]
+    first = bench_adb(["p1"], jobs * 2, _opts(chunk=1), tmp_path / "first.json")
+    (d,) = first.to_dict()["devices"]
     m, m2 = d["models"]
     assert d["status"] == "ok" and m["status"] == "ok", d
     assert d["runner"]["abi"] == "arm64-v8a" and d["runner"]["pushed"]
@@ -168,14 +177,15 @@ def test_bench_one_phone_push_once_and_throttle(phones, jobs):
     assert m["before"]["thermal"]["hottest_c"] == 38.0
     # The fake heats up after run 1 and halves every cap: the run is flagged.
     assert m["throttled"] and "cap 2150->1075 MHz" in m["throttle_reason"]
-    assert problems(first) == []
+    assert first.problems() == []
     # --cooldown auto: the next model waits until temperature and caps are back.
     assert m2["cooldown"]["recovered"] and m2["cooldown"]["polls"] >= 2
     assert not m2["throttled"] and m2["before"]["thermal"]["hottest_c"] == 38.0
     # Same bytes already on the phone: nothing is pushed again.
     assert not any(m2["pushed"].values())
-    second = bench_adb(["p1"], jobs, _opts(loops=1))
-    assert not second["devices"][0]["runner"]["pushed"]
+    second = bench_adb(["p1"], jobs, _opts(loops=1), tmp_path / "second.json")
+    assert second.devices[0].runner, second.devices[0].error
+    assert not second.devices[0].runner["pushed"]
 
 
 @pytest.mark.parametrize(
@@ -188,19 +198,17 @@ def test_bench_one_phone_push_once_and_throttle(phones, jobs):
     ],
     ids=["killed", "disconnected", "push-fails", "bad-abi"],
 )
-def test_bench_faults(phones, jobs, faults, abi, device_status, model_status, message):
-    from mfn_deploy.device.bench import bench_adb, problems
-
+def test_bench_faults(phones, jobs, tmp_path, faults, abi, device_status, model_status, message):
     phones(phone("p1", faults=faults, abi=abi))
-    results = bench_adb(["p1"], jobs, _opts(chunk=1))
-    (d,) = results["devices"]
+    results = bench_adb(["p1"], jobs, _opts(chunk=1), tmp_path / "r.json")
+    (d,) = results.to_dict()["devices"]
     assert d["status"] == device_status
     if model_status is None:
         assert d["models"] == []
     else:
         (m,) = d["models"]
         assert m["status"] == model_status
-    text = "\n".join(problems(results))
+    text = "\n".join(results.problems())
     assert text and re.search(message, text), text
     if device_status == "disconnected":  # run 1 finished before the phone went away: kept
         assert m["runs_ms"] and m["n"] == 1 and m["median_ms"] > 0
@@ -208,24 +216,21 @@ def test_bench_faults(phones, jobs, faults, abi, device_status, model_status, me
 
 def test_model_name_with_shell_metacharacters(phones, jobs, tmp_path):
     """An export whose model (hence file) name is a shell attack benchmarks as data."""
-    from mfn_deploy.device.bench import bench_adb
-    from mfn_deploy.device.models import load_job
-    from mfn_deploy.export.stages import ArtifactNames
+    from mfn_deploy.bench.jobs import load_job
 
     root = phones(phone("p1"))
     evil = "x'; touch PWNED; echo '$(touch PWNED2)`touch PWNED3`"
     src, dst = jobs[0].export_dir, tmp_path / f"export {evil}"
     dst.mkdir()
-    old, new = ArtifactNames(jobs[0].name), ArtifactNames(evil)
-    for attr in ("onnx",):
-        shutil.copy(src / getattr(old, attr), dst / getattr(new, attr))
-    shutil.copy(src / old.ncnn_param(), dst / new.ncnn_param())
-    shutil.copy(src / old.ncnn_bin(), dst / new.ncnn_bin())
     manifest = json.loads((src / "manifest.json").read_text()) | {"model": evil}
+    for meta in manifest["artifacts"].values():  # every artifact, renamed as the export names it
+        renamed = evil + meta["file"].removeprefix(jobs[0].name)
+        shutil.copy(src / meta["file"], dst / renamed)
+        meta["file"] = renamed
     (dst / "manifest.json").write_text(json.dumps(manifest))
 
-    results = bench_adb(["p1"], [load_job(dst, fp16=False)], _opts(loops=1))
-    (m,) = results["devices"][0]["models"]
+    results = bench_adb(["p1"], [load_job(dst, fp16=False)], _opts(loops=1), tmp_path / "r.json")
+    (m,) = results.to_dict()["devices"][0]["models"]
     assert m["status"] == "ok" and m["parity"]["ok"], m
     tmp = root / "p1/data/local/tmp"
     assert not list(tmp.rglob("PWNED*"))
@@ -288,3 +293,62 @@ def test_bench_all_table2_models(phones, tmp_path):
     assert len(models) == 11
     assert all(m["status"] == "ok" and m["parity"]["ok"] and m["n"] == 1 for m in models)
     assert sum(line.startswith("| ") for line in proc.stdout.splitlines()) == 12  # header + 11
+
+
+def test_bench_interrupted_keeps_measured_models(phones, tmp_path):
+    """SIGTERM (like ^C) while the second model runs: the first is on disk, the second
+    keeps its finished runs, the phone and the file say interrupted / partial."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    phones(phone("p1"))
+    out = tmp_path / "adb.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mfn_deploy", "bench", "--models",
+         "mobilefacenet_96x96,mobilefacenet", *FAST, "--loops", "3", "--chunk", "1",
+         "--cooldown", "0", "--out", out],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_file() and len(json.loads(out.read_text())["devices"][0]["models"]) == 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert f"partial results kept in {out}" in stderr
+    data = json.loads(out.read_text())
+    assert data["partial"] is True
+    (d,) = data["devices"]
+    assert d["status"] == "interrupted"
+    first, second = d["models"]
+    assert first["status"] == "ok" and first["n"] == 3 and first["parity"]["ok"]
+    assert second["status"] == "interrupted" and second["n"] < 3
+
+    report = run_cli("report", out)
+    assert report.returncode == 0, report.stderr
+    assert "Fake SD820 p1 [p1] (partial) ms" in report.stdout
+
+
+def test_report_of_a_run_whose_only_phone_failed_is_an_error(phones, tmp_path):
+    phones(phone("p1", faults={"push_fails": True}))
+    out = tmp_path / "failed.json"
+    proc = run_cli("bench", "--models", "mobilefacenet", *FAST, "--loops", "1", "--out", out)
+    assert proc.returncode == 1 and out.is_file()
+    proc = run_cli("report", out, "--png", tmp_path / "x.png")
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {out}: nothing was measured: p1: failed:"), line
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_device_list_json(phones):
+    phones(phone("p1"), phone("p2", state="offline"))
+    proc = run_cli("device", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    p1, p2 = json.loads(proc.stdout)
+    assert p1["serial"] == "p1" and p1["abi"] == "arm64-v8a" and p1["cores"] == 4
+    assert p2 == {"serial": "p2", "state": "offline"}

@@ -61,11 +61,19 @@ def test_the_same_reader_reads_detector_manifests(tmp_path):
     d = _write(tmp_path, GOOD)
     with pytest.raises(MfnError, match="not a detector export manifest"):
         read_detector_manifest(d)
-    net = {"artifacts": {"onnx": {"file": "pnet.onnx", "sha256": "0" * 64}}}
+    net = {
+        "artifacts": {"onnx": {"file": "pnet.onnx", "sha256": "0" * 64}},
+        "ncnn_blobs": {"inputs": ["in0"], "outputs": ["out0"]},
+    }
     good = {"format": DETECTOR.format, "input": {}, "weights": {}, "nets": {"pnet": net}}
-    assert read_detector_manifest(_write(tmp_path, good))["nets"]["pnet"] == net
+    assert read_detector_manifest(_write(tmp_path, good), verify=False)["nets"]["pnet"] == net
+    with pytest.raises(MfnError, match=r"pnet\.onnx: listed in the manifest but missing"):
+        read_detector_manifest(_write(tmp_path, good))
     with pytest.raises(MfnError, match="net 'pnet' lists no artifacts"):
         read_detector_manifest(_write(tmp_path, good | {"nets": {"pnet": []}}))
+    no_blobs = good | {"nets": {"pnet": {"artifacts": net["artifacts"]}}}
+    with pytest.raises(MfnError, match="net 'pnet': 'ncnn_blobs' missing or not an object"):
+        read_detector_manifest(_write(tmp_path, no_blobs), verify=False)
     with pytest.raises(MfnError, match=r"not a detector export \(no manifest.json\); run export"):
         read_detector_manifest(tmp_path)
     with pytest.raises(MfnError, match="export directory not found"):
@@ -87,3 +95,28 @@ def test_check_on_a_broken_manifest_is_one_line(tmp_path):
     r = run_cli("check", d)
     assert r.returncode == 1
     assert r.stderr == f"error: {d / 'manifest.json'}: not a manifest: the top level is a list\n"
+
+
+def test_artifacts_are_hashed_once_per_process_unless_they_change(
+    mfn_export, tmp_path, monkeypatch
+):
+    from mfn_deploy.export import manifest as manifest_module
+
+    copy = tmp_path / "copy"
+    shutil.copytree(mfn_export, copy)
+    calls = []
+    real = manifest_module.sha256_of
+    monkeypatch.setattr(manifest_module, "sha256_of", lambda p: calls.append(p) or real(p))
+    manifest = read_manifest(copy)  # verifies every artifact
+    first = len(calls)
+    assert first == len(manifest["artifacts"])
+    read_manifest(copy)
+    assert len(calls) == first  # cached by path, mtime and size
+    onnx = copy / "mobilefacenet.onnx"
+    data = onnx.read_bytes()
+    onnx.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, new mtime
+    with pytest.raises(MfnError, match=r"mobilefacenet\.onnx: sha256 differs from the manifest"):
+        read_manifest(copy)
+    onnx.write_bytes(b"short")
+    with pytest.raises(MfnError, match=r"mobilefacenet\.onnx: 5 bytes, the manifest records \d+"):
+        read_manifest(copy)

@@ -269,6 +269,7 @@ def test_json_contract(tiny_model):
         "powersave": 0,
         "warmup": 1,
         "loops": loops,
+        "expect_dim": None,
         "cooldown": 0.01,
         "fp16": False,
         "dump": None,
@@ -377,6 +378,10 @@ ERROR_CASES = {
     "wrong_input_blob": lambda f: _model(f, "--input-blob", "data"),
     "wrong_output_blob": lambda f: _model(f, "--output-blob", "embedding"),
     "dump_unwritable": lambda f: _model(f, "--dump", str(f["missing"] / "out.f32")),
+    "expect_dim_zero": lambda f: _model(f, "--expect-dim", "0"),
+    "expect_dim_not_int": lambda f: _model(f, "--expect-dim", "128x"),
+    # The shape fits every layer but the output has another size than the caller expects.
+    "expect_dim_differs": lambda f: _model(f, "--expect-dim", str(EMBEDDING_DIM * 4)),
 }
 
 
@@ -389,6 +394,32 @@ def test_errors_give_one_line_and_nonzero_exit(prefix, case, files):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("mfn-bench: error: ")
     assert proc.stdout == ""
+
+
+@needs_host
+def test_expect_dim_passes_when_the_output_has_that_size(tiny_model):
+    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, "--expect-dim", str(EMBEDDING_DIM))])
+    assert result["options"]["expect_dim"] == EMBEDDING_DIM
+    assert result["output_shape"] == [EMBEDDING_DIM]
+
+
+@needs_host
+def test_expect_dim_names_both_sizes_and_exits_2(tiny_model):
+    proc = run([str(HOST_RUNNER), *bench_args(tiny_model, "--expect-dim", "64")])
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        f"mfn-bench: error: --shape {W},{H},{C} does not fit the model: "
+        f"output 'out0' has {EMBEDDING_DIM} values, --expect-dim is 64\n"
+    )
+
+
+def test_runner_args_pass_the_expected_dim():
+    from mfn_deploy.native import RunnerOptions, runner_args
+
+    args = runner_args("m.param", "m.bin", (96, 112, 3), RunnerOptions(), expect_dim=128)
+    assert args[args.index("--expect-dim") + 1] == "128"
+    assert "--expect-dim" not in runner_args("m.param", "m.bin", (96, 112, 3), RunnerOptions())
 
 
 @needs_host

@@ -416,10 +416,37 @@ def test_resume_refuses_another_experiment_and_fresh_runs_refuse_to_overwrite(
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(trained.run_dir / f"checkpoint-{RESUME_AT}.pt", other)
-    with pytest.raises(MfnError, match="batch=16, not 8"):
+    with pytest.raises(MfnError, match="trained with --batch 16, this resume asks for --batch 8"):
         train(small_config(face_dir, other, resume=True, batch=8), progress=False)
     with pytest.raises(MfnError, match="no checkpoint to resume from"):
         train(small_config(face_dir, tmp_path, resume=True), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr": 0.2}, "trained with --lr 0.1, this resume asks for --lr 0.2"),
+        (
+            {"milestones": (5, 9)},
+            "--milestones 36000,52000,58000, this resume asks for --milestones 5,9",
+        ),
+        ({"amp": True}, "trained with no --amp, this resume asks for --amp"),
+        (
+            {"iters": RESUME_AT - 1},
+            f"--iters {STEPS}, this resume asks for --iters {RESUME_AT - 1}",
+        ),
+    ],
+)
+def test_resume_refuses_changed_options_naming_old_and_new(
+    trained, face_dir, tmp_path, change, message
+):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(trained.run_dir / f"checkpoint-{RESUME_AT}.pt", other)
+    with pytest.raises(MfnError, match=message) as e:
+        train(small_config(face_dir, other, resume=True, **change), progress=False)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in other.iterdir()) == [f"checkpoint-{RESUME_AT}.pt"]
 
 
 def test_resuming_a_finished_run_does_nothing(trained, face_dir):

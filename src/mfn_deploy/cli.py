@@ -13,6 +13,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -21,6 +22,7 @@ import click
 from tqdm import tqdm
 
 from mfn_deploy import __version__
+from mfn_deploy.bench.options import HOST_BACKENDS, LIMITS, TARGETS, BenchOptions
 from mfn_deploy.errors import MfnError
 from mfn_deploy.files import atomic_write, write_json
 
@@ -94,10 +96,9 @@ def info(settings: Settings, as_json: bool) -> None:
     MAdds are counted by torch's FLOP counter on one image; paper ms is the
     Snapdragon 820 latency of the paper's Table 2 (NCNN, 4 threads).
     """
-    from mfn_deploy.models import names
-    from mfn_deploy.stats import model_stats
+    from mfn_deploy.stats import zoo_stats
 
-    stats = [model_stats(n) for n in settings.progress(names(), "counting")]
+    stats = zoo_stats(lambda names: settings.progress(names, "counting"))
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in stats], indent=2))
         return
@@ -150,7 +151,13 @@ def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     metavar="HxW",
     help="Input size other than the network's own (GDConv kernel is re-derived).",
 )
-@click.option("--random-inputs", default=8, show_default=True, help="Seeded parity inputs.")
+@click.option(
+    "--random-inputs",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Seeded parity inputs.",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it holds a previous export.")
 @click.pass_obj
 def export(
@@ -214,7 +221,13 @@ def export(
 
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
-@click.option("--random-inputs", default=8, show_default=True, help="Seeded parity inputs.")
+@click.option(
+    "--random-inputs",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Seeded parity inputs.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
 def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> None:
@@ -246,10 +259,12 @@ def _detector_options(f):
         "--min-face-size", default=20, show_default=True, help="Smallest face in pixels."
     )(f)
     return click.option(
+        "--detector-thresholds",
         "--thresholds",
+        "thresholds",
         default="0.6,0.7,0.7",
         show_default=True,
-        help="P-, R-, O-Net score thresholds.",
+        help="P-, R-, O-Net score thresholds (--thresholds is the old spelling).",
     )(f)
 
 
@@ -261,13 +276,42 @@ def _detector_config(min_face_size: int, thresholds: str):
     except ValueError:
         t = ()
     if len(t) != 3 or not all(0 <= v <= 1 for v in t):
-        raise click.BadParameter(f"{thresholds!r} is not three numbers in [0, 1]")
+        raise click.BadParameter(
+            f"--detector-thresholds {thresholds!r} is not three numbers in [0, 1]"
+        )
     if min_face_size < 12:
         raise click.BadParameter(f"--min-face-size {min_face_size} is below P-Net's 12 pixels")
     return DetectorConfig(min_face_size=min_face_size, thresholds=t)
 
 
 _BACKEND = click.Choice(["torch", "onnx", "ncnn"])
+# Every face command runs ncnn unless told otherwise: the runtime the phone runs.
+_DEFAULT_BACKEND = "ncnn"
+
+
+def _check_writable(path: Path | None, option: str) -> None:
+    """An output's folder must exist and be writable before the work, not after it."""
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        raise MfnError(f"{option} {path}: is a directory; give a file name")
+    if not folder.is_dir():
+        raise MfnError(f"{option} {path}: folder {folder} does not exist")
+    import os
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MfnError(f"{option} {path}: folder {folder} is not writable")
+
+
+def _check_image_writer(path: Path | None) -> None:
+    import cv2
+
+    _check_writable(path, "--draw")
+    if path is not None and not cv2.haveImageWriter(str(path)):
+        raise MfnError(
+            f"--draw {path}: cannot write {path.suffix or 'extensionless'} images; use .png or .jpg"
+        )
 
 
 @cli.command("export-detector")
@@ -304,7 +348,7 @@ def fetch_weights_cmd() -> None:
 
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default="torch", show_default=True)
+@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
 @_detector_options
 @click.option("--json", "as_json", is_flag=True, help="Print faces as JSON.")
 @click.option("--draw", type=click.Path(path_type=Path), help="Write the image with faces drawn.")
@@ -326,6 +370,7 @@ def detect(
     from mfn_deploy.runtime import detector_nets
 
     cfg = _detector_config(min_face_size, thresholds)
+    _check_image_writer(draw)
     img = load_image(image)
     faces = run_detect(img, detector_nets(backend, detector), cfg)
     if as_json:
@@ -356,7 +401,7 @@ def _report_failures(failures: dict[str, str], total: int) -> None:
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default="ncnn", show_default=True)
+@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
 @_detector_options
 @click.option("--npy", type=click.Path(path_type=Path), help="Also write (N, D) float32 .npy.")
 def embed(
@@ -377,39 +422,36 @@ def embed(
 
     from mfn_deploy.face.verify import FacePipeline
 
-    pipe = FacePipeline(export_dir, backend, detector, _detector_config(min_face_size, thresholds))
-    rows, failures = [], {}
-    for path in images:
-        try:
-            found = pipe.embed_all(path)
-        except MfnError as e:
-            failures[str(path)] = str(e).removeprefix(f"{path}: ")
-            continue
-        if not found:
-            failures[str(path)] = "no face found"
-        for i, ef in enumerate(found):
-            rows.append(
-                {"file": str(path), "face": i, **ef.face.to_dict(), "embedding": ef.embedding}
-            )
-    click.echo(
-        json.dumps(
-            [r | {"embedding": [round(float(v), 6) for v in r["embedding"]]} for r in rows],
-            indent=1,
-        )
-    )
+    cfg = _detector_config(min_face_size, thresholds)
+    _check_writable(npy, "--npy")
+    found = FacePipeline(export_dir, backend, detector, cfg).embed_files(images)
+    rows = found.rows()
+    # A JSON list with one face per line: grep-able, and still one json.loads.
+    lines = [
+        json.dumps(r | {"embedding": [round(float(v), 6) for v in r["embedding"]]}) for r in rows
+    ]
+    click.echo("[\n" + ",\n".join(lines) + "\n]" if lines else "[]")
     if npy is not None and rows:
         with atomic_write(npy) as tmp:
             np.save(tmp, np.stack([r["embedding"] for r in rows]).astype(np.float32))
-    _report_failures(failures, len(images))
+    _report_failures(found.failures, len(images))
 
 
 @cli.command()
 @click.argument("image1", type=click.Path(path_type=Path))
 @click.argument("image2", type=click.Path(path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default="ncnn", show_default=True)
+@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
 @_detector_options
-@click.option("--threshold", default=0.4, show_default=True, help="Cosine threshold for 'same'.")
+@click.option(
+    "--threshold",
+    # A placeholder: untrained weights make any threshold meaningless; with trained
+    # ones, calibrate it with `evaluate` (the 10-fold thresholds it reports).
+    default=0.4,
+    show_default=True,
+    type=click.FloatRange(-1, 1),
+    help="Cosine similarity threshold for 'same', in [-1, 1].",
+)
 @click.option("--json", "as_json", is_flag=True)
 def compare(
     image1: Path,
@@ -430,14 +472,9 @@ def compare(
     from mfn_deploy.face.verify import FacePipeline, cosine
 
     pipe = FacePipeline(export_dir, backend, detector, _detector_config(min_face_size, thresholds))
-    found, failures = {}, {}
-    for path in (image1, image2):
-        try:
-            found[path] = pipe.embed_main_face(path)
-        except MfnError as e:
-            failures[str(path)] = str(e).removeprefix(f"{path}: ")
-    _report_failures(failures, 2)
-    sim = cosine(found[image1].embedding, found[image2].embedding)
+    found = pipe.main_faces([image1, image2])
+    _report_failures(found.failures, 2)
+    sim = cosine(found.first(image1).embedding, found.first(image2).embedding)
     same = sim >= threshold
     if as_json:
         click.echo(json.dumps({"similarity": sim, "threshold": threshold, "same": same}))
@@ -472,30 +509,36 @@ def evaluate(
     every backend is also judged with the first backend's thresholds and the
     number of flipped verify/reject decisions is reported.
     """
-    import numpy as np
-
     from mfn_deploy.evaluate import evaluate as run_eval
     from mfn_deploy.evaluate import format_report, load_pairs, plot_roc
-    from mfn_deploy.face.verify import FacePipeline
+    from mfn_deploy.face.verify import main_face_embedders
 
     cfg = _detector_config(min_face_size, thresholds)
+    _check_writable(roc_png, "--roc")
+    _check_writable(json_out, "--json")
     pair_list = load_pairs(pairs, root)
-    embedders = {}
-    for b in backends or ("ncnn",):
-        pipe = FacePipeline(export_dir, b, detector, cfg)
-        embedders[b] = lambda p, pipe=pipe: pipe.embed_main_face(p).embedding
+    embedders = main_face_embedders(export_dir, backends or (_DEFAULT_BACKEND,), detector, cfg)
     report = run_eval(pair_list, embedders)
     click.echo(format_report(report))
     if roc_png is not None:
-        usable = [
-            p
-            for p in pair_list
-            if str(p.a) not in report.failures and str(p.b) not in report.failures
-        ]
-        plot_roc(report, np.array([p.same for p in usable]), roc_png)
+        plot_roc(report, pair_list, roc_png)
     if json_out is not None:
         write_json(json_out, report.to_dict())
-    _report_failures(report.failures, len({p.a for p in pair_list} | {p.b for p in pair_list}))
+    _report_failures(report.failures, report.images)
+
+
+@cli.command("sample-pairs")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New directory.")
+def sample_pairs_cmd(out: Path) -> None:
+    """Write a small LFW-layout pairs set (60 pairs, 6 identities) to try `evaluate` on.
+
+    Built from the faces scikit-image ships, with augmented copies; nothing is
+    downloaded. Then: mfn-deploy evaluate --pairs OUT/pairs.txt --root OUT --export DIR
+    """
+    from mfn_deploy.face.sample_pairs import write_sample_pairs
+
+    pairs = write_sample_pairs(out)
+    click.echo(f"wrote {pairs}; try: mfn-deploy evaluate --pairs {pairs} --root {out} --export DIR")
 
 
 def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
@@ -735,58 +778,45 @@ def device_list(as_json: bool) -> None:
 
     Phones that are not usable (unauthorized, offline) are listed with what to do.
     """
-    from mfn_deploy.device.adb import STATE_HELP, Device, list_devices
-    from mfn_deploy.device.probe import device_info
+    from mfn_deploy.device.adb import NO_DEVICE
+    from mfn_deploy.device.probe import list_phones
 
-    rows = []
-    for d in list_devices():
-        info = device_info(Device(d.serial)) if d.state == "device" else {}
-        rows.append({"serial": d.serial, "state": d.state, **info})
+    phones = list_phones()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(phones.to_json(), indent=2))
         return
-    if not rows:
-        raise MfnError("no device attached: connect a phone with USB debugging on (`adb devices`)")
-    header = ["serial", "state", "model", "SoC", "ABI", "CPU (big + little)", "Android"]
-    table = [
-        [
-            r["serial"],
-            r["state"],
-            r.get("model") or "-",
-            " / ".join(v for v in (r.get("platform"), r.get("soc")) if v) or "-",
-            r.get("abi") or "-",
-            f"{r['cores']} cores: {r['big_little']}" if r.get("cores") else "-",
-            r.get("android") or "-",
-        ]
-        for r in rows
-    ]
-    click.echo(_format_table(table, header))
-    for r in rows:
-        if r["state"] != "device":
-            hint = STATE_HELP.get(r["state"], "it must show as 'device' in `adb devices`")
-            click.echo(f"{r['serial']}: {r['state']}: {hint}", err=True)
+    if not phones.phones:
+        raise MfnError(NO_DEVICE)
+    click.echo(_format_table(phones.rows(), list(phones.header)))
+    if phones.hints():
+        click.echo("\n".join(phones.hints()), err=True)
 
 
-def _bench_progress(settings: Settings):
-    """Per-device progress: a live line per phone on a terminal, else one line per model."""
+def _bench_progress(settings: Settings, bars: ExitStack):
+    """Per-device progress: a live line per phone on a terminal, else one line per model.
+
+    Each device's bar is entered into ``bars``, which closes them all.
+    """
     import threading
 
-    bars: dict[str, tqdm] = {}
+    by_device: dict[str, tqdm] = {}
     lock = threading.Lock()
 
     def on_progress(p) -> None:
         with lock:
-            if p.device not in bars:
-                bars[p.device] = tqdm(
-                    total=p.total,
-                    desc=p.device,
-                    position=len(bars),
-                    leave=False,
-                    file=sys.stderr,
-                    disable=True if settings.quiet else None,
-                    bar_format="{desc}: {postfix} [{elapsed}]",
+            if p.device not in by_device:
+                by_device[p.device] = bars.enter_context(
+                    tqdm(
+                        total=p.total,
+                        desc=p.device,
+                        position=len(by_device),
+                        leave=False,
+                        file=sys.stderr,
+                        disable=True if settings.quiet else None,
+                        bar_format="{desc}: {postfix} [{elapsed}]",
+                    )
                 )
-            bar = bars[p.device]
+            bar = by_device[p.device]
             ms = f", median {p.median_ms:.1f} ms" if p.median_ms is not None else ""
             bar.set_postfix_str(
                 f"model {p.index}/{p.n_models} {p.model}: {p.phase}, run {p.done}/{p.total}{ms}"
@@ -797,11 +827,24 @@ def _bench_progress(settings: Settings):
                     err=True,
                 )
 
-    return on_progress, bars
+    return on_progress
+
+
+def _bench_number(name: str, help_text: str):
+    """A numeric bench option: its default and bounds are BenchOptions' (checked there)."""
+    low, high = LIMITS[name]
+    default = BenchOptions.default(name)
+    return click.option(
+        f"--{name}",
+        type=str if name == "cooldown" else int,
+        default=default,
+        show_default=True,
+        help=f"{help_text} [{low:g}..{high:g}]",
+    )
 
 
 @cli.command()
-@click.option("--target", type=click.Choice(["adb", "host"]), default="adb", show_default=True)
+@click.option("--target", type=click.Choice(TARGETS), default=TARGETS[0], show_default=True)
 @click.option(
     "--serial",
     "serials",
@@ -821,32 +864,26 @@ def _bench_progress(settings: Settings):
     type=click.Path(path_type=Path, file_okay=False),
     help="An export directory instead of --models (repeatable).",
 )
-@click.option("--threads", default=4, show_default=True, help="ncnn / runtime threads.")
-@click.option(
-    "--powersave",
-    default=2,
-    show_default=True,
-    type=click.IntRange(0, 2),
-    help="ncnn cores: 0 all, 1 little, 2 big.",
-)
-@click.option("--loops", default=50, show_default=True, help="Timed runs per model.")
-@click.option("--warmup", default=10, show_default=True, help="Untimed runs first.")
-@click.option(
-    "--cooldown",
-    default="auto",
-    show_default=True,
-    help="'auto': wait (<= 120 s) until temperature and clocks recover before each model; "
+@_bench_number("threads", "ncnn / runtime threads.")
+@_bench_number("powersave", "ncnn cores: 0 all, 1 little, 2 big.")
+@_bench_number("loops", "Timed runs per model.")
+@_bench_number("warmup", "Untimed runs first.")
+@_bench_number(
+    "cooldown",
+    "'auto': wait (<= 120 s) until temperature and clocks recover before each model; "
     "or SEC the runner sleeps after loading.",
 )
-@click.option("--fp16", type=click.Choice(["on", "off"]), default="off", show_default=True)
 @click.option(
-    "--chunk", default=10, show_default=True, help="Timed runs per runner start on a phone."
+    "--fp16",
+    type=click.Choice(["on", "off"]),
+    default="on" if BenchOptions.default("fp16") else "off",
+    show_default=True,
 )
+@_bench_number("chunk", "Timed runs per runner start on a phone.")
 @click.option(
     "--backends",
-    default="ncnn-runner,ncnn-python,onnxruntime,torch",
-    show_default=True,
-    help="--target host only: which runtimes to compare.",
+    metavar="NAME,...",
+    help=f"--target host only: which runtimes to compare (default: {','.join(HOST_BACKENDS)}).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
@@ -863,7 +900,7 @@ def bench(
     cooldown: str,
     fp16: str,
     chunk: int,
-    backends: str,
+    backends: str | None,
     out: Path,
 ) -> None:
     """Measure ncnn latency on phones over adb (or on this machine) into --out JSON.
@@ -873,63 +910,49 @@ def bench(
     clocks and temperature are recorded around every model, throttled runs are
     flagged and the embedding of a fixed face is checked against host onnxruntime.
     --target host times the ncnn runner, ncnn's Python binding, onnxruntime and
-    torch with the same threads, loops and input. Partial results are kept when a
-    phone disconnects or a run dies; the command then exits non-zero.
+    torch with the same threads, loops and input. --out is rewritten after every
+    model: an interrupted run keeps what was measured, marked partial. Partial
+    results are kept when a phone disconnects or a run dies; the command then exits
+    non-zero.
     """
-    from mfn_deploy.device.bench import BenchOptions, bench_adb, parse_cooldown, problems
-    from mfn_deploy.device.models import prepare_jobs
-    from mfn_deploy.device.report import markdown
+    from mfn_deploy.bench.options import parse_cooldown
+    from mfn_deploy.bench.run import BenchRequest
+    from mfn_deploy.bench.run import bench as run_bench
 
-    opts = BenchOptions(
-        threads=threads,
-        powersave=powersave,
-        loops=loops,
-        warmup=warmup,
-        cooldown=parse_cooldown(cooldown),
-        fp16=fp16 == "on",
-        chunk=chunk,
+    request = BenchRequest(
+        out=out,
+        target=target,
+        models=models,
+        exports=exports,
+        serials=serials,
+        backends=backends,
+        options=BenchOptions(
+            threads=threads,
+            powersave=powersave,
+            loops=loops,
+            warmup=warmup,
+            cooldown=parse_cooldown(cooldown),
+            fp16=fp16 == "on",
+            chunk=chunk,
+        ),
     )
-    opts.validate()
-    if not out.parent.is_dir():
-        raise MfnError(f"{out}: folder {out.parent} does not exist")
-    chosen: list[str] = []
-    if target == "adb":
-        from mfn_deploy.device.adb import select_serials
+    prepare = settings.bar(total=len(request.names) + len(exports), desc="preparing models")
 
-        chosen = select_serials(serials)  # adb and phone problems show before any export
-    elif serials:
-        raise MfnError("--serial applies to --target adb only")
-    names_ = [n for n in (models or "").split(",") if n]
-    if names_ == ["all"]:
-        from mfn_deploy.models import names
+    def on_model(name: str) -> None:
+        prepare.set_postfix_str(name)
+        prepare.update(1)
 
-        names_ = names()
-    with settings.bar(total=len(names_) + len(exports), desc="preparing models") as bar:
-
-        def on_model(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
-
-        jobs = prepare_jobs(names_, list(exports), opts.fp16, on_model)
-    on_progress, bars = _bench_progress(settings)
-    try:
-        if target == "adb":
-            results = bench_adb(chosen, jobs, opts, on_progress)
-        else:
-            from mfn_deploy.device.host import bench_host
-
-            results = bench_host(jobs, opts, backends.split(","), on_progress)
-    finally:
-        for b in bars.values():
-            b.close()
-    write_json(out, results)
+    with prepare, ExitStack() as bars:
+        try:
+            result = run_bench(request, _bench_progress(settings, bars), on_model)
+        except KeyboardInterrupt as e:  # the notes say where the partial results are
+            click.echo("\n".join(getattr(e, "__notes__", [])), err=True, nl=False)
+            raise
     if not settings.quiet:
-        click.echo(markdown([results]))
-    issues = problems(results)
-    for line in issues:
-        click.echo(f"error: {line}", err=True)
-    if issues:
-        raise MfnError(f"{len(issues)} problem(s); partial results kept in {out}")
+        click.echo(result.markdown())
+    if result.problems:
+        click.echo("\n".join(f"error: {line}" for line in result.problems), err=True)
+        raise MfnError(f"{len(result.problems)} problem(s); partial results kept in {out}")
     click.echo(f"wrote {out}", err=True)
 
 
@@ -942,13 +965,14 @@ def report(results: tuple[Path, ...], png: Path | None) -> None:
     Columns: network, params, MAdds, the paper's Snapdragon 820 ms and ratio, then
     per phone or host backend the measured median ± half IQR and the ratio to
     MobileFaceNet. The chart groups the paper's ms and every measured median.
+    A results file in which nothing was measured is an error.
     """
-    from mfn_deploy.device.report import load_results, markdown, plot
+    from mfn_deploy.bench.report import table2
 
-    loaded = [load_results(p) for p in results]
-    click.echo(markdown(loaded), nl=False)
+    table = table2(results)
+    click.echo(table.markdown(), nl=False)
     if png is not None:
-        plot(loaded, png)
+        table.plot(png)
         click.echo(f"wrote {png}", err=True)
 
 
@@ -965,8 +989,20 @@ def _interrupted(e: KeyboardInterrupt) -> NoReturn:
     sys.exit(143 if isinstance(e, _Terminated) else 130)  # 128 + the signal's number
 
 
+_GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """-v/-q after the command name mean what they mean before it: move them to the front
+    (up to a ``--``, after which everything is an argument)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in _GLOBAL_FLAGS]
+    return [*flags, *(a for a in argv[:end] if a not in _GLOBAL_FLAGS), *argv[end:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)  # SIGINT already raises KeyboardInterrupt
+    argv = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)
     except click.exceptions.Abort as e:

@@ -18,6 +18,7 @@ from mfn_deploy.files import atomic_write
 from mfn_deploy.metrics import fold_indices, roc, tar_at_far, ten_fold_accuracy
 
 FAR_TARGETS = (1e-3, 1e-4)
+FAR_FLOOR = 1e-5  # where the ROC draws FAR = 0 on its log axis
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg")
 
 
@@ -49,7 +50,12 @@ def load_pairs(pairs_file: Path, root: Path) -> list[Pair]:
         raise MfnError(f"{pairs_file}: pairs file not found")
     if not root.is_dir():
         raise MfnError(f"{root}: image root directory not found")
-    lines = pairs_file.read_text().splitlines()
+    try:
+        lines = pairs_file.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise MfnError(f"{pairs_file}: not a pairs text file (binary data, not UTF-8)") from None
+    except OSError as e:
+        raise MfnError(f"{pairs_file}: cannot read: {e.strerror}") from None
     pairs = []
     for n, line in enumerate(lines[1:], start=2):
         fields = line.split()
@@ -92,6 +98,7 @@ class EvalReport:
     negatives: int
     failures: dict[str, str] = field(default_factory=dict)  # file -> problem
     backends: list[BackendResult] = field(default_factory=list)
+    images: int = 0  # distinct image files the pairs name
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +143,7 @@ def evaluate(pairs: list[Pair], embedders: dict[str, Callable[[Path], np.ndarray
     usable = [p for p in pairs if str(p.a) not in failures and str(p.b) not in failures]
     same = np.array([p.same for p in usable], bool)
     report = EvalReport(len(pairs), len(usable), int(same.sum()), int((~same).sum()), failures)
+    report.images = len(files)
     if len(usable) < 10 or same.all() or not same.any():
         raise MfnError(
             f"only {len(usable)} usable pairs ({int(same.sum())} genuine): "
@@ -165,18 +173,31 @@ def evaluate(pairs: list[Pair], embedders: dict[str, Callable[[Path], np.ndarray
     return report
 
 
-def plot_roc(report: EvalReport, same: np.ndarray, path: Path) -> None:
+def plot_roc(report: EvalReport, pairs: list[Pair], path: Path) -> None:
+    """One curve per backend over the pairs whose images all embedded; identical
+    curves stay visible (each its own line style and marker)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    same = np.array(
+        [
+            p.same
+            for p in pairs
+            if str(p.a) not in report.failures and str(p.b) not in report.failures
+        ]
+    )
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-    for b in report.backends:
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "d")]
+    for i, b in enumerate(report.backends):
         far, tar, _ = roc(b.scores, same)
-        ax.plot(np.maximum(far, 1e-5), tar, label=f"{b.backend} (acc {b.accuracy_mean:.3f})")
+        line, marker = styles[i % len(styles)]
+        ax.plot(np.maximum(far, FAR_FLOOR), tar, line, marker=marker, markevery=0.1,
+                fillstyle="none", label=f"{b.backend} (acc {b.accuracy_mean:.3f})")  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("false accept rate")
+    # A log axis has no 0: say where FAR = 0 is drawn rather than dropping those points.
+    ax.set_xlabel(f"false accept rate (FAR 0 drawn at {FAR_FLOOR:g})")
     ax.set_ylabel("true accept rate")
     ax.set_title(f"ROC, {report.pairs_used} pairs")
     ax.grid(True, alpha=0.3)

@@ -9,6 +9,10 @@ on are built in ``face.samples``.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -18,6 +22,7 @@ from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
 
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+log = logging.getLogger(__name__)
 
 
 def skimage_data_dir() -> Path:
@@ -40,10 +45,29 @@ def load_image(path: Path) -> np.ndarray:
     """An 8-bit BGR image, or a one-line error naming the file."""
     if not path.is_file():
         raise MfnError(f"{path}: image file not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img, said = _imread_quietly(path)
     if img is None:
-        raise MfnError(f"{path}: not an image OpenCV can read")
+        why = f" ({said.splitlines()[-1]})" if said else ""
+        raise MfnError(f"{path}: not an image OpenCV can read{why}")
+    if said:  # libpng / libjpeg warnings ("iCCP: known incorrect sRGB profile", ...)
+        log.debug("%s: %s", path, " / ".join(said.splitlines()))
     return img
+
+
+def _imread_quietly(path: Path) -> tuple[np.ndarray | None, str]:
+    """cv2.imread, with what libpng and libjpeg print straight to fd 2 caught, not shown."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        said = caught.read().decode("utf-8", "replace").strip()
+    return img, said
 
 
 def center_crop_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -4,13 +4,18 @@
 in onnxruntime, ``ncnn`` the fp32 param/bin in ncnn's Python binding. Everything
 around the networks (pyramid, NMS, alignment, normalisation) is shared code; the
 preprocessing comes from the export's manifest. The exports the commands make for
-themselves (the detector, default-weight embedders for benchmarks) are cached.
+themselves (the detector, default-weight embedders for benchmarks) are cached, and
+verified on every use like any export: a damaged entry (a truncated file, a file that
+changed) is announced on one line, removed and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from mfn_deploy.contract import InputSpec
@@ -33,6 +38,7 @@ from mfn_deploy.files import cache_fill, cache_root
 from mfn_deploy.models import get_spec
 
 BACKENDS = ("torch", "onnx", "ncnn")
+log = logging.getLogger(__name__)
 
 
 def check_backend(backend: str) -> None:
@@ -40,17 +46,50 @@ def check_backend(backend: str) -> None:
         raise MfnError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 
 
+def _damage(entry: Path, read: Callable[[Path], object]) -> str | None:
+    """None when the cache entry is complete and verified, else what is wrong with it."""
+    if not (entry / MANIFEST).is_file() and not entry.exists():
+        return "missing"
+    try:
+        read(entry)
+    except MfnError as e:
+        return str(e)
+    return None
+
+
+def _cached(entry: Path, read: Callable[[Path], object], build: Callable[[Path], object]) -> Path:
+    """``entry`` in the cache, built by ``build`` when missing and rebuilt when damaged."""
+    if _damage(entry, read) is None:
+        return entry
+    with cache_fill(entry):
+        problem = _damage(entry, read)  # another process may have filled it meanwhile
+        if problem is None:
+            return entry
+        if problem != "missing":
+            log.warning("warning: %s; rebuilding the cache entry %s", problem, entry)
+            try:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            except OSError as e:
+                raise MfnError(
+                    f"{entry}: damaged cache entry cannot be removed ({e.strerror}); delete it"
+                ) from None
+        build(entry)
+    problem = _damage(entry, read)
+    if problem is not None:
+        raise MfnError(f"{problem}; delete the cache entry {entry} and retry")
+    return entry
+
+
 def detector_dir(explicit: Path | None = None) -> Path:
     """An MTCNN export: the given one, or one exported once into the cache."""
     if explicit is not None:
         read_detector_manifest(explicit)
         return explicit
-    cached = cache_root() / f"detector-{cache_key()}"
-    if not (cached / MANIFEST).is_file():
-        with cache_fill(cached):
-            if not (cached / MANIFEST).is_file():
-                export_detector(cached, force=True)
-    return cached
+    return _cached(
+        cache_root() / f"detector-{cache_key()}",
+        read_detector_manifest,
+        lambda out: export_detector(out, force=True),
+    )
 
 
 def detector_nets(backend: str, directory: Path | None = None) -> Nets:
@@ -61,7 +100,9 @@ def detector_nets(backend: str, directory: Path | None = None) -> Nets:
     manifest = read_detector_manifest(directory)
     runners = []
     for name in NAMES:
-        net = manifest["nets"][name]
+        net = manifest["nets"].get(name)
+        if net is None:
+            raise MfnError(f"{directory / MANIFEST}: lists no {name!r} net; run export-detector")
         if backend == "onnx":
             runners.append(onnx_runner(artifact_path(directory, net, "onnx"), optimize=True))
         else:
@@ -96,10 +137,10 @@ def cached_export(model: str) -> Path:
     """
     get_spec(model)
     key = hashlib.sha256(json.dumps(tool_versions(), sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_root() / "exports" / f"{model}-{key}"
-    if not (out / MANIFEST).is_file():
-        with cache_fill(out):
-            if not (out / MANIFEST).is_file():
-                opts = ExportOptions(out=out, model=model, fp16=True, force=True)
-                export(opts, faces=face_inputs)
-    return out
+    return _cached(
+        cache_root() / "exports" / f"{model}-{key}",
+        read_manifest,
+        lambda out: export(
+            ExportOptions(out=out, model=model, fp16=True, force=True), faces=face_inputs
+        ),
+    )

@@ -8,12 +8,13 @@ multiply-add is two FLOPs. Like the paper, only those layers are counted
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mfn_deploy.models import FaceModel, create, get_spec
+from mfn_deploy.models import FaceModel, create, get_spec, names
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,9 @@ def model_stats(name: str) -> ModelStats:
         size_mb=round(params * 4 / 1e6, 2),
         paper_ms=get_spec(name).paper_ms,
     )
+
+
+def zoo_stats(each: Callable[[list[str]], Iterable[str]] = list) -> list[ModelStats]:
+    """Every registered network's figures, in registry order (``each`` may wrap the
+    names, e.g. in a progress bar)."""
+    return [model_stats(name) for name in each(names())]

@@ -30,6 +30,7 @@ STATE_HELP = {
     "offline": "reconnect the cable or run `adb reconnect offline`; else `adb kill-server`",
     "no permissions": "add a udev rule for the phone (see `adb devices` output)",
 }
+NO_DEVICE = "no device attached: connect a phone with USB debugging on (`adb devices`)"
 # What adb prints when the device went away under a running command.
 _LOST_MARKERS = ("not found", "no devices/emulators", "device offline", "error: closed")
 
@@ -109,7 +110,7 @@ def select_serials(requested: Sequence[str] = ()) -> list[str]:
     devices = list_devices()
     attached = {d.serial: d.state for d in devices}
     if not devices:
-        raise AdbError("no device attached: connect a phone with USB debugging on (`adb devices`)")
+        raise AdbError(NO_DEVICE)
     if list(requested) == ["all"]:
         ready = [d.serial for d in devices if d.state == "device"]
         if not ready:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from mfn_deploy.device.adb import Device
+from mfn_deploy.device.adb import STATE_HELP, Device, list_devices
 
 # Constant scripts: they only read sysfs, one line per core / zone, '-' when unreadable.
 CPU_SCRIPT = (
@@ -183,3 +183,65 @@ def wait_cooldown(
         else baseline["thermal"]["hottest_c"] + COOLDOWN_MARGIN_C,
     }
     return report, now
+
+
+# --- device list ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One line of ``adb devices``, with ``device_info`` when the phone is usable."""
+
+    serial: str
+    state: str
+    info: dict | None = None
+
+    @property
+    def hint(self) -> str | None:
+        """What to do about a phone that is not usable."""
+        if self.state == "device":
+            return None
+        return STATE_HELP.get(self.state, "it must show as 'device' in `adb devices`")
+
+    def to_dict(self) -> dict:
+        return {"serial": self.serial, "state": self.state, **(self.info or {})}
+
+    def row(self) -> list[str]:
+        i = self.info or {}
+        return [
+            self.serial,
+            self.state,
+            i.get("model") or "-",
+            " / ".join(v for v in (i.get("platform"), i.get("soc")) if v) or "-",
+            i.get("abi") or "-",
+            f"{i['cores']} cores: {i['big_little']}" if i.get("cores") else "-",
+            i.get("android") or "-",
+        ]
+
+
+@dataclass(frozen=True)
+class PhoneList:
+    """Every attached phone (``device list``), as a table, JSON, and what to do."""
+
+    phones: tuple[Phone, ...]
+    header: tuple[str, ...] = ("serial", "state", "model", "SoC", "ABI", "CPU (big + little)",
+                               "Android")  # fmt: skip
+
+    def rows(self) -> list[list[str]]:
+        return [p.row() for p in self.phones]
+
+    def to_json(self) -> list[dict]:
+        return [p.to_dict() for p in self.phones]
+
+    def hints(self) -> list[str]:
+        return [f"{p.serial}: {p.state}: {p.hint}" for p in self.phones if p.hint]
+
+
+def list_phones() -> PhoneList:
+    """Every phone ``adb devices`` shows; the usable ones probed (model, SoC, ABI, cores)."""
+    return PhoneList(
+        tuple(
+            Phone(d.serial, d.state, device_info(Device(d.serial)) if d.state == "device" else None)
+            for d in list_devices()
+        )
+    )

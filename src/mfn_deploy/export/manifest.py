@@ -5,13 +5,18 @@ each write ``manifest.json``: the format, the preprocessing contract, every arti
 with its size and sha256, the tool versions. ``read_manifest`` reads either kind and
 turns every way a manifest can be wrong (missing, not JSON, not an object, another
 format, a missing or mistyped key) into one line naming the file and the problem;
-``verify_file`` / ``verify_artifacts`` check files against their recorded sha256.
+``verify_file`` / ``verify_artifacts`` check files against their recorded size and
+sha256. Reading a manifest verifies every artifact it lists, so every command that
+loads an export (``embed``, ``compare``, ``bench --export``, the cached detector) runs
+only the bytes that were exported; each file is hashed once per process (cached by
+path, mtime and size).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +96,19 @@ def _check_artifacts(path: Path, where: str, artifacts: dict) -> None:
             raise MfnError(f"{path}: {where}artifact {key!r} needs a 'file' and a 'sha256'")
 
 
-def read_manifest(directory: Path, kind: Kind = EMBEDDER) -> dict:
-    """The manifest of an export of ``kind`` in ``directory``, checked, or a one-line MfnError."""
+def _check_blobs(path: Path, where: str, blobs: dict) -> None:
+    for key in ("inputs", "outputs"):
+        names = blobs.get(key)
+        if not (isinstance(names, list) and len(names) == 1 and isinstance(names[0], str)):
+            raise MfnError(f"{path}: {where}ncnn_blobs {key!r} must be a list of one blob name")
+
+
+def read_manifest(directory: Path, kind: Kind = EMBEDDER, verify: bool = True) -> dict:
+    """The manifest of an export of ``kind`` in ``directory``, checked, or a one-line MfnError.
+
+    With ``verify`` (the default) every artifact it lists must also be present with
+    the recorded size and sha256.
+    """
     path = directory / MANIFEST
     if not directory.is_dir():
         raise MfnError(f"{directory}: export directory not found")
@@ -116,16 +132,26 @@ def read_manifest(directory: Path, kind: Kind = EMBEDDER) -> dict:
         for key in ("height", "width"):
             if not isinstance(manifest["input"].get(key), int):
                 raise MfnError(f"{path}: input {key!r} missing or not an integer")
+        if not isinstance(manifest["source"].get("kind"), str):
+            raise MfnError(f"{path}: source 'kind' missing or not a string")
+        _check_blobs(path, "", manifest["ncnn_blobs"])
     else:
         for name, net in manifest["nets"].items():
             if not isinstance(net, dict) or not isinstance(net.get("artifacts"), dict):
                 raise MfnError(f"{path}: net {name!r} lists no artifacts")
             _check_artifacts(path, f"net {name!r}: ", net["artifacts"])
+            if not isinstance(net.get("ncnn_blobs"), dict):
+                raise MfnError(f"{path}: net {name!r}: 'ncnn_blobs' missing or not an object")
+            _check_blobs(path, f"net {name!r}: ", net["ncnn_blobs"])
+    if verify:
+        nets = manifest["nets"].values() if kind is DETECTOR else [manifest]
+        for entry in nets:
+            verify_artifacts(directory, entry)
     return manifest
 
 
-def read_detector_manifest(directory: Path) -> dict:
-    return read_manifest(directory, DETECTOR)
+def read_detector_manifest(directory: Path, verify: bool = True) -> dict:
+    return read_manifest(directory, DETECTOR, verify)
 
 
 def written_by_us(directory: Path, manifest: str = MANIFEST) -> bool:
@@ -137,11 +163,40 @@ def written_by_us(directory: Path, manifest: str = MANIFEST) -> bool:
     return isinstance(data, dict) and str(data.get("format", "")).startswith("mfn-deploy/")
 
 
+# (real path, mtime_ns, size) -> sha256: a file is hashed once per process unless it changes.
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_cached(path: Path, st: os.stat_result) -> str:
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(path)
+    return _HASHED[key]
+
+
 def verify_file(path: Path, meta: dict) -> Path:
-    """``path``, present and byte-identical to what a manifest recorded in ``meta``."""
-    if not path.is_file():
+    """``path``, present and byte-identical to what a manifest recorded in ``meta``.
+
+    The size is compared first (a truncated copy is named as such without hashing);
+    the sha256 is computed once per process for each (path, mtime, size).
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is None or not path.is_file():
         raise MfnError(f"{path}: listed in the manifest but missing")
-    if sha256_of(path) != meta["sha256"]:
+    expected = meta.get("bytes")
+    if isinstance(expected, int) and st.st_size != expected:
+        raise MfnError(
+            f"{path}: {st.st_size} bytes, the manifest records {expected} "
+            "(truncated or changed since export)"
+        )
+    try:
+        digest = _sha256_cached(path, st)
+    except OSError as e:
+        raise MfnError(f"{path}: cannot read: {e.strerror}") from None
+    if digest != meta["sha256"]:
         raise MfnError(f"{path}: sha256 differs from the manifest (file changed since export)")
     return path
 

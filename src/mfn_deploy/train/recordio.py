@@ -63,6 +63,10 @@ def read_index(path: Path) -> dict[int, int]:
         text = path.read_text()
     except OSError as e:
         raise MfnError(f"{path}: cannot read RecordIO index ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise MfnError(
+            f"{path}: not a RecordIO index (binary data, not 'key<TAB>offset' lines)"
+        ) from None
     try:
         values = np.array(text.split(), dtype=np.int64)
     except ValueError:

@@ -102,9 +102,34 @@ class TrainConfig:
         return d
 
 
-# A resumed run must be the same experiment: these settings fix the data order,
-# the loss and the network, so they must not change between the two halves.
-MUST_MATCH = ("model", "batch", "seed", "scale", "margin")
+# A resumed run must be the same experiment: these settings fix the data order, the
+# loss, the network and the optimiser's schedule, so they must not change between the
+# two halves (the resumed run is bit for bit the uninterrupted one). --iters may grow.
+MUST_MATCH = (
+    "model",
+    "batch",
+    "seed",
+    "lr",
+    "milestones",
+    "amp",
+    "scale",
+    "margin",
+    "momentum",
+    "weight_decay",
+    "last_layers_weight_decay",
+)
+_CLI_OPTIONS = {"model", "batch", "seed", "lr", "milestones", "amp", "iters"}
+
+
+def _as_option(key: str, value: object) -> str:
+    """A recorded setting as the user spells it: --lr 0.1, --milestones 3,5, no --amp."""
+    if key not in _CLI_OPTIONS:
+        return f"{key}={value!r}"
+    if isinstance(value, bool):
+        return f"--{key}" if value else f"no --{key}"
+    if isinstance(value, list | tuple):
+        return f"--{key} {','.join(map(str, value))}"
+    return f"--{key} {value}"
 
 
 @dataclass
@@ -168,10 +193,19 @@ def _prepare_run_dir(config: TrainConfig) -> Path | None:
 
 def _check_resumable(path: Path, saved: dict, config: TrainConfig, data: dict) -> None:
     old = saved.get("config", {})
+    now_config = config.to_dict()
     for key in MUST_MATCH:
-        now = getattr(config, key)
+        now = now_config[key]
         if key in old and old[key] != now:
-            raise MfnError(f"{path}: was trained with {key}={old[key]!r}, not {now!r}")
+            raise MfnError(
+                f"{path}: the run was trained with {_as_option(key, old[key])}, this resume "
+                f"asks for {_as_option(key, now)}; a resume must repeat the run's options"
+            )
+    if isinstance(old.get("iters"), int) and config.iters < old["iters"]:
+        raise MfnError(
+            f"{path}: the run was trained with {_as_option('iters', old['iters'])}, this "
+            f"resume asks for {_as_option('iters', config.iters)}; --iters may grow, not shrink"
+        )
     for key in ("images", "classes"):
         before = saved["train_state"]["data"].get(key)
         if before != data[key]:

@@ -12,20 +12,15 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mfn_deploy.device.bench import (
-    BenchOptions,
-    Progress,
-    ProgressFn,
-    new_results,
-    parity_of,
-    summarize,
-)
-from mfn_deploy.device.models import ModelJob
+from mfn_deploy.bench.jobs import ModelJob
+from mfn_deploy.bench.options import HOST_BACKENDS, BenchOptions
+from mfn_deploy.bench.results import DeviceResult, ModelResult, Status, Timing
+from mfn_deploy.bench.target import Progress, Session
 from mfn_deploy.errors import MfnError
 from mfn_deploy.export.backends import load_ncnn_net
 from mfn_deploy.export.stages import ArtifactNames
@@ -39,14 +34,21 @@ from mfn_deploy.native import (
 )
 from mfn_deploy.runtime import embedder
 
-BACKENDS = ("ncnn-runner", "ncnn-python", "onnxruntime", "torch")
+BACKENDS = HOST_BACKENDS
 Infer = Callable[[], np.ndarray]
 
 
-def check_backends(backends: list[str]) -> None:
-    bad = [b for b in backends if b not in BACKENDS]
-    if bad or not backends:
-        raise MfnError(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}")
+def parse_backends(text: str | None) -> tuple[str, ...]:
+    """``--backends``: comma-separated names from BACKENDS (None: all of them)."""
+    if text is None:
+        return BACKENDS
+    chosen = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
+    bad = [b for b in chosen if b not in BACKENDS]
+    if bad or not chosen:
+        raise MfnError(
+            f"--backends: unknown {', '.join(bad) or '(none)'}; valid: {', '.join(BACKENDS)}"
+        )
+    return chosen
 
 
 def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndarray]:
@@ -122,53 +124,60 @@ def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[list[float], np.nda
             fp16=opts.fp16,
         )
         argv = local_command("host") + runner_args(
-            str(job.param), str(job.binary), job.shape, options, str(face), str(dump)
-        )
+            str(job.param), str(job.binary), job.shape, options, str(face), str(dump),
+            expect_dim=job.reference.size,
+        )  # fmt: skip
         proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=1800)
         out = parse_output(proc, f"{job.name}: host runner")
         extra = {"load_ms": out.get("load_ms"), "ncnn_version": out.get("ncnn_version")}
         return out["times_ms"], read_dump(dump), extra
 
 
-def bench_host(
-    jobs: list[ModelJob],
-    opts: BenchOptions,
-    backends: tuple[str, ...] | list[str] = BACKENDS,
-    on_progress: ProgressFn = lambda _p: None,
-) -> dict:
-    opts.validate()
-    check_backends(backends)
-    results = new_results("host", opts)
-    entry = {"serial": "host", "status": "ok", "error": None, "backends": backends, "models": []}
-    entry["info"] = {"model": results["host"]["cpu"], "cores": results["host"]["cpu_count"]}
-    results["devices"].append(entry)
-    total = opts.loops * len(backends)
-    for i, job in enumerate(jobs, 1):
-        record = {**job.describe(opts.fp16), "status": "ok", "backends": {}}
-        entry["models"].append(record)
-        for k, backend in enumerate(backends):
-            on_progress(Progress("host", f"{job.name} [{backend}]", i, len(jobs), k * opts.loops,
-                                 total, "run"))  # fmt: skip
-            try:
-                if backend == "ncnn-runner":
-                    times, out, extra = _ncnn_runner(job, opts)
-                else:
-                    if opts.cooldown:
-                        time.sleep(opts.cooldown)
-                    times, out = _time_python(PYTHON_BACKENDS[backend](job, opts), opts)
-                    extra = {}
-            except (MfnError, RuntimeError) as e:
-                record["backends"][backend] = {"status": "failed", "error": str(e)}
-                record["status"] = "partial"
-                continue
-            record["backends"][backend] = {
-                "status": "ok",
-                "runs_ms": [round(t, 4) for t in times],
-                **summarize(times),
-                **extra,
-                "parity": parity_of(out, job, opts.fp16),
-            }
-        on_progress(Progress("host", job.name, i, len(jobs), total, total, "done"))
-    if any(m["status"] != "ok" for m in entry["models"]):
-        entry["status"] = "partial"
-    return results
+class HostTarget:
+    """This machine: every job in each of ``backends``, one after the other."""
+
+    name = "host"
+
+    def __init__(self, backends: Sequence[str] = BACKENDS) -> None:
+        self.backends = parse_backends(",".join(backends))
+
+    def check(self) -> None:
+        """Nothing to probe: the runner is found (or its build command named) when it runs."""
+
+    def run(self, jobs: list[ModelJob], session: Session) -> None:
+        opts = session.options
+        host = session.results.host
+        entry = DeviceResult("host", backends=list(self.backends))
+        entry.info = {"model": host["cpu"], "cores": host["cpu_count"]}
+        session.results.devices.append(entry)
+        total = opts.loops * len(self.backends)
+        for i, job in enumerate(jobs, 1):
+            timings = {b: Timing() for b in self.backends}  # RUNNING until measured
+            entry.models.append(ModelResult(**job.describe(opts.fp16), backends=timings))
+            done = 0
+            for backend, t in timings.items():
+                label = f"{job.name} [{backend}]"
+                session.on_progress(Progress("host", label, i, len(jobs), done, total, "run"))
+                try:
+                    self._measure(backend, job, opts, t)
+                except (MfnError, RuntimeError) as e:
+                    t.status, t.error = Status.FAILED, str(e)
+                    continue
+                done += len(t.runs_ms)
+            phase = "done" if entry.models[-1].status == Status.OK else "failed"
+            session.on_progress(Progress("host", job.name, i, len(jobs), done, total, phase))
+            session.save()
+        entry.settle()
+
+    @staticmethod
+    def _measure(backend: str, job: ModelJob, opts: BenchOptions, t: Timing) -> None:
+        if backend == "ncnn-runner":
+            times, out, extra = _ncnn_runner(job, opts)
+            t.load_ms, t.ncnn_version = extra["load_ms"], extra["ncnn_version"]
+        else:
+            if opts.cooldown:
+                time.sleep(opts.cooldown)
+            times, out = _time_python(PYTHON_BACKENDS[backend](job, opts), opts)
+        t.runs_ms = [round(x, 4) for x in times]
+        t.parity = job.parity(out, opts.fp16)
+        t.status = Status.OK

@@ -1,4 +1,5 @@
-"""The networks a benchmark runs: cached default exports or user exports, with a fixed input.
+"""Benchmark jobs: the networks a run times (cached default exports or user exports),
+each with a fixed input.
 
 Each job carries the ncnn pair to time, one aligned real face as the fixed input and
 the host onnxruntime embedding of that face, against which every runner's output
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
 from mfn_deploy.export.backends import onnx_runner
 from mfn_deploy.export.manifest import read_manifest
-from mfn_deploy.export.stages import ArtifactNames
+from mfn_deploy.export.parity import compare
+from mfn_deploy.export.stages import STAGES, ArtifactNames
 from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.files import sha256_of
 from mfn_deploy.models import get_spec, names
@@ -53,6 +55,22 @@ class ModelJob:
                 "fp16": fp16,
                 "source": self.manifest.get("source", {}).get("kind"),
             },
+        }
+
+    def parity(self, output: np.ndarray, fp16: bool) -> dict:
+        """A runner's embedding of ``face`` against host onnxruntime's, with export's
+        ncnn tolerance."""
+        tol = STAGES["ncnn_fp16" if fp16 else "ncnn"].tolerance
+        if output.size != self.reference.size:
+            return {"ok": False, "error": f"{output.size} values, expected {self.reference.size}"}
+        m = compare(output.reshape(1, -1), self.reference.reshape(1, -1))
+        return {
+            "ok": m.within(tol),
+            "cos": m.cos_min,
+            "max_abs": m.max_abs,
+            "rel_l2": m.rel_l2_max,
+            "tolerance": asdict(tol),
+            "reference": "host onnxruntime, unoptimised, same face input",
         }
 
 
@@ -99,6 +117,12 @@ def load_job(export_dir: Path, fp16: bool) -> ModelJob:
     )
 
 
+def model_names(text: str | None) -> list[str]:
+    """``--models``: comma-separated registered names, or ``all`` (Table 2's order)."""
+    chosen = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names() if chosen == ["all"] else chosen
+
+
 def prepare_jobs(
     models: list[str],
     exports: list[Path],
@@ -107,13 +131,9 @@ def prepare_jobs(
 ) -> list[ModelJob]:
     if bool(models) == bool(exports):
         raise MfnError("give either --models NAME,... or --export DIR (one or more), not both")
-    dirs = []
-    for name in models:
-        on_model(name)
-        dirs.append(cached_export(name))
-    dirs += exports
     jobs = []
-    for d in dirs:
-        on_model(d.name)
-        jobs.append(load_job(d, fp16))
+    for source in [*models, *exports]:
+        on_model(str(source) if isinstance(source, Path) else source)
+        export_dir = source if isinstance(source, Path) else cached_export(source)
+        jobs.append(load_job(export_dir, fp16))
     return jobs
