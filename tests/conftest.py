@@ -25,7 +25,9 @@ def needs_runner(target: str) -> pytest.MarkDecorator:
     )
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: object, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """The real entry point, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "mfn_deploy", *map(str, args)],
@@ -34,6 +36,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         check=False,
         timeout=600,
         cwd=cwd,
+        env=env,
     )
 
 

@@ -14,13 +14,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import needs_runner
+from conftest import needs_runner, run_cli
 from mfn_deploy.face.detector_export import cache_key
 from mfn_deploy.face.mtcnn import WEIGHTS_WHEEL, weights_dir
 from mfn_deploy.face.sample_pairs import write_lfw_layout
@@ -31,15 +30,7 @@ ASTRONAUT = sample_photos()[0]
 
 
 def cli(*args: object, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mfn_deploy", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        cwd=cwd,
-        env=env,
-    )
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_runner
+from conftest import needs_runner, run_cli
 from mfn_deploy.face.mtcnn import WEIGHTS_SHA256, WEIGHTS_WHEEL
 from mfn_deploy.native.build import NCNN_SOURCE
 from mfn_deploy.pinned import PinnedFile, fetch
@@ -31,16 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 600
 
 
-def cli(*args: object, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mfn_deploy", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=TIMEOUT_S,
-        env=env,
-        cwd=cwd,
-    )
+def cli(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_cli(*args, env=env)
 
 
 def sha256(path: Path) -> str:

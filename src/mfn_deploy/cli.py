@@ -128,6 +128,16 @@ def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     return h, w
 
 
+# export and check judge parity on the same number of seeded inputs.
+_random_inputs = click.option(
+    "--random-inputs",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Seeded parity inputs.",
+)
+
+
 @cli.command()
 @click.option("--model", "model", metavar="NAME", help="Registered network (see `info`).")
 @click.option(
@@ -151,13 +161,7 @@ def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     metavar="HxW",
     help="Input size other than the network's own (GDConv kernel is re-derived).",
 )
-@click.option(
-    "--random-inputs",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 10000),
-    help="Seeded parity inputs.",
-)
+@_random_inputs
 @click.option("--force", is_flag=True, help="Replace --out if it holds a previous export.")
 @click.pass_obj
 def export(
@@ -221,13 +225,7 @@ def export(
 
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--random-inputs",
-    default=8,
-    show_default=True,
-    type=click.IntRange(1, 10000),
-    help="Seeded parity inputs.",
-)
+@_random_inputs
 @click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
 def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> None:
