@@ -5,7 +5,7 @@ import of a mfn_deploy module counts, at module level or inside a function, so a
 cycle cannot hide behind a deferred import. Layers, top to bottom (a module may
 import its own layer and the ones below):
 
-    cli -> device, train, bench -> face, runtime, android_assets -> export
+    cli -> device, train, bench -> face, runtime, android_assets, pretrained -> export
         -> images, weights, stats -> models, evaluate, native, pinned
         -> metrics, contract, files, errors (and the package's __init__: __version__)
 """
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / PACKAGE
 LAYERS = (
     ("cli", "__main__"),
     ("device", "train", "bench"),
-    ("face", "runtime", "android_assets"),
+    ("face", "runtime", "android_assets", "pretrained"),
     ("export",),
     ("images", "weights", "stats"),
     ("models", "evaluate", "native", "pinned"),

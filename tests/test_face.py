@@ -69,7 +69,7 @@ def detector_export(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("backend", ["onnx", "ncnn"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "ncnn"])
 def test_detection_is_identical_across_backends_within_a_pixel(backend, detector_export):
     ref_nets, nets = detector_nets("torch"), detector_nets(backend, detector_export)
     for img in [load_image(ASTRONAUT), lfw_face(0), lfw_face(7), load_image(COFFEE)]:
@@ -120,7 +120,7 @@ def lfw_like(tmp_path_factory):
     return write_lfw_layout(root), root
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx", "ncnn"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "ncnn"])
 def test_compare_self_copies_beat_a_different_face_in_every_backend(
     backend, mfn_export, detector_export, lfw_like
 ):
@@ -172,7 +172,7 @@ def test_evaluate_end_to_end_with_two_backends(mfn_export, detector_export, lfw_
         "ncnn",
         "--roc",
         roc,
-        "--json",
+        "--json-out",
         report,
     )
     assert r.returncode == 0, r.stderr

@@ -130,7 +130,7 @@ CASES: dict[str, tuple[tuple[str, ...], str, int]] = {
         1,
     ),
     "compare_truncated_export": (
-        ("compare", IMG, IMG, "--export", "truncated", "--backend", "onnx"),
+        ("compare", IMG, IMG, "--export", "truncated", "--backend", "onnxruntime"),
         "mobilefacenet.onnx: 1000 bytes, the manifest records",
         1,
     ),
@@ -205,10 +205,10 @@ CASES: dict[str, tuple[tuple[str, ...], str, int]] = {
             "lfw",
             "--export",
             "good",
-            "--json",
+            "--json-out",
             "nowhere/report.json",
         ),
-        "--json nowhere/report.json: folder nowhere does not exist",
+        "--json-out nowhere/report.json: folder nowhere does not exist",
         1,
     ),
     "embed_npy_into_missing_folder": (
@@ -249,6 +249,54 @@ CASES: dict[str, tuple[tuple[str, ...], str, int]] = {
         ("compare", IMG, IMG, "--export", "good", "--threshold", "5"),
         "'--threshold': 5.0 is not in the range -1<=x<=1",
         2,
+    ),
+    # compare's one threshold is the cosine; the detector's are --detector-thresholds only
+    "compare_has_no_second_thresholds_option": (
+        ("compare", IMG, IMG, "--export", "good", "--thresholds", "0.5"),
+        "No such option '--thresholds'. (Did you mean one of: '--detector-thresholds', "
+        "'--threshold'?)",
+        2,
+    ),
+    "detector_thresholds_not_three_numbers": (
+        ("detect", IMG, "--detector-thresholds", "0.6,0.7"),
+        "--detector-thresholds 0.6,0.7: expected three numbers in [0, 1]",
+        1,
+    ),
+    "detector_thresholds_not_numbers": (
+        ("embed", IMG, "--export", "good", "--detector-thresholds", "a,b,c"),
+        "'a,b,c' is not three numbers in [0, 1]",
+        2,
+    ),
+    "min_face_size_below_pnet": (
+        ("detect", IMG, "--min-face-size", "5"),
+        "--min-face-size 5 is below P-Net's 12 pixels",
+        1,
+    ),
+    # --json is a flag everywhere; evaluate writes a file with --json-out
+    "evaluate_json_is_a_flag": (
+        (
+            "evaluate",
+            "--pairs",
+            "lfw/pairs.txt",
+            "--root",
+            "lfw",
+            "--export",
+            "good",
+            "--json",
+            "report.json",
+        ),
+        "Got unexpected extra argument (report.json)",
+        2,
+    ),
+    "export_scale_not_numbers": (
+        ("export", "--onnx", "good/mobilefacenet.onnx", "--out", "new", "--scale", "1/0"),
+        "'1/0' is not one number or three (one per channel)",
+        2,
+    ),
+    "export_mean_for_a_torch_model": (
+        ("export", "--model", "mobilefacenet", "--out", "new", "--mean", "127.5"),
+        "preprocessing is declared for ONNX sources; a model carries its own",
+        1,
     ),
     # 8. the sample set never overwrites anything
     "sample_pairs_into_existing_folder": (
@@ -379,10 +427,11 @@ def test_embed_prints_one_line_per_face(workspace):
 
 
 def test_verbose_after_the_command_shows_the_traceback(workspace):
-    r = cli("check", "absent", "-v", cwd=workspace)
-    assert r.returncode == 1
-    assert "Traceback" in r.stderr
-    assert r.stderr.rstrip().endswith("error: absent: export directory not found")
+    for args in (("check", "absent", "-v"), ("-v", "check", "absent")):
+        r = cli(*args, cwd=workspace)
+        assert r.returncode == 1
+        assert "Traceback" in r.stderr
+        assert r.stderr.rstrip().endswith("error: absent: export directory not found")
 
 
 def test_face_commands_default_to_ncnn():
@@ -391,6 +440,17 @@ def test_face_commands_default_to_ncnn():
     for name in ("detect", "embed", "compare"):
         backend = next(p for p in group.commands[name].params if p.name == "backend")
         assert backend.default == "ncnn", name
+    backends = next(p for p in group.commands["evaluate"].params if p.name == "backends")
+    assert "default ncnn" in backends.help
+
+
+def test_onnx_is_an_alias_of_onnxruntime(workspace):
+    """One name per backend (bench says onnxruntime too); the old name still works."""
+    runs = [
+        cli("detect", IMG, "--backend", b, "--json", cwd=workspace) for b in ("onnx", "onnxruntime")
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout
 
 
 # --- 8. a pairs set to try evaluate on ---------------------------------------------
@@ -404,8 +464,10 @@ def test_sample_pairs_then_evaluate(workspace, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
     ev = cli(
         "evaluate", "--pairs", pairs, "--root", tmp_path / "pairs",
-        "--export", workspace / "good", "--json", tmp_path / "report.json",
+        "--export", workspace / "good", "--json", "--json-out", tmp_path / "report.json",
         cwd=tmp_path,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr
-    assert json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert json.loads(ev.stdout) == report  # --json: the same report on stdout
+    assert [b["backend"] for b in report["backends"]] == ["ncnn"]

@@ -1,13 +1,7 @@
-import org.gradle.api.tasks.Exec
-
 plugins {
     id("com.android.application")
     id("org.jetbrains.kotlin.android")
 }
-
-// Must match NCNN_VERSION in src/mfn_deploy/native/build.py (the export tools' ncnn).
-val ncnnRelease = "20261020"
-val ncnnDir = rootProject.file("third_party/ncnn-$ncnnRelease-android")
 
 android {
     namespace = "com.mfndeploy.demo"
@@ -21,11 +15,13 @@ android {
         versionCode = 1
         versionName = "0.1.0"
         ndk {
-            abiFilters += listOf("arm64-v8a", "armeabi-v7a")
+            // Phones, and x86_64 for the default emulator; ncnn builds from one source for each.
+            abiFilters += listOf("arm64-v8a", "armeabi-v7a", "x86_64")
         }
         externalNativeBuild {
             cmake {
-                arguments += listOf("-DNCNN_ANDROID_DIR=${ncnnDir.absolutePath}", "-DANDROID_STL=c++_static")
+                // src/main/cpp/CMakeLists.txt builds ncnn from its pinned, sha256-checked source.
+                arguments += listOf("-DANDROID_STL=c++_static")
                 cppFlags += listOf("-std=c++14")
             }
         }
@@ -59,14 +55,6 @@ android {
         noCompress += listOf("param", "bin")
     }
 }
-
-// Downloads and checks ncnn's prebuilt Android package once (see README.md).
-val fetchNcnn by tasks.registering(Exec::class) {
-    description = "Fetch ncnn-$ncnnRelease-android.zip into third_party/"
-    onlyIf { !ncnnDir.resolve("arm64-v8a/lib/cmake/ncnn/ncnnConfig.cmake").isFile }
-    commandLine("bash", rootProject.file("tools/fetch_ncnn_android.sh").absolutePath)
-}
-tasks.named("preBuild") { dependsOn(fetchNcnn) }
 
 dependencies {
     val camerax = "1.3.4"

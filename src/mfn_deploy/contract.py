@@ -9,6 +9,7 @@ manifest, so a model trained on other preprocessing only has to say so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,21 +51,54 @@ def template(size: tuple[int, int]) -> np.ndarray:
     return TEMPLATE_112 - [(TEMPLATE_SIDE - w) / 2, (TEMPLATE_SIDE - h) / 2]
 
 
+# A mean or scale: one value for every channel, or one per tensor channel (in channel order).
+Channels = float | tuple[float, float, float]
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _channels(key: str, value: object, positive: bool) -> Channels:
+    """One number, or three (a list or tuple, kept as a tuple: the contract stays hashable)."""
+    several = isinstance(value, list | tuple)
+    values = list(value) if several else [value]
+    if (
+        (several and len(values) != 3)
+        or not all(map(_is_number, values))
+        or (positive and not all(v > 0 for v in values))
+    ):
+        kind = "positive numbers" if positive else "finite numbers"
+        raise MfnError(f"{key} must be a number or a list of 3 {kind}, got {value!r}")
+    return tuple(map(float, values)) if several else float(value)
+
+
+def _text(value: Channels) -> str:
+    return (
+        f"{value:g}" if not isinstance(value, tuple) else f"({', '.join(f'{v:g}' for v in value)})"
+    )
+
+
 @dataclass(frozen=True)
 class Pixels:
-    """8-bit pixels -> network values: reorder the channels, then (x - mean) * scale."""
+    """8-bit pixels -> network values: reorder the channels, then (x - mean) * scale.
+
+    ``mean`` and ``scale`` are one number, or three: one per channel of the tensor
+    (that is, in ``channel_order``), as torchvision's Normalize takes them.
+    """
 
     channel_order: str = "RGB"
-    mean: float = MEAN
-    scale: float = SCALE
+    mean: Channels = MEAN
+    scale: Channels = SCALE
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
             raise MfnError(
                 f"channel order {self.channel_order!r}; valid: {', '.join(CHANNEL_ORDERS)}"
             )
-        if not self.scale > 0:
-            raise MfnError(f"preprocessing scale {self.scale!r} must be positive")
+        # frozen: normalise lists to tuples and ints to floats once, here.
+        object.__setattr__(self, "mean", _channels("preprocessing mean", self.mean, False))
+        object.__setattr__(self, "scale", _channels("preprocessing scale", self.scale, True))
 
     def ordered(self, bgr: np.ndarray) -> np.ndarray:
         """(..., 3) BGR pixels (OpenCV's order) in this contract's channel order."""
@@ -72,26 +106,81 @@ class Pixels:
 
     def values(self, x: np.ndarray) -> np.ndarray:
         """(..., H, W, 3) pixels already in channel order -> float32 (..., 3, H, W)."""
-        x = (np.asarray(x).astype(np.float32) - self.mean) * self.scale
+        mean = np.asarray(self.mean, np.float32)  # (3,) broadcasts over the channel axis
+        scale = np.asarray(self.scale, np.float32)
+        x = (np.asarray(x).astype(np.float32) - mean) * scale
         return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
     def from_bgr(self, bgr: np.ndarray) -> np.ndarray:
         """(..., H, W, 3) BGR pixels -> float32 (..., 3, H, W) network input."""
         return self.values(self.ordered(bgr))
 
+    def per_channel(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and scale as three values each, in tensor channel order."""
+        mean, scale = self.mean, self.scale
+        return (
+            mean if isinstance(mean, tuple) else (mean,) * 3,
+            scale if isinstance(scale, tuple) else (scale,) * 3,
+        )
+
     def value_range(self) -> tuple[float, float]:
-        """The network values of pixels 0 and 255."""
-        return (0 - self.mean) * self.scale, (255 - self.mean) * self.scale
+        """The lowest and highest network value of an 8-bit pixel, over all channels."""
+        ends = [(p - m) * s for m, s in zip(*self.per_channel(), strict=True) for p in (0, 255)]
+        return min(ends), max(ends)
 
     def describe(self) -> str:
-        return f"{self.channel_order}, (x - {self.mean:g}) / {1 / self.scale:g}"
+        scale = self.scale
+        divisor = tuple(1 / v for v in scale) if isinstance(scale, tuple) else 1 / scale
+        return f"{self.channel_order}, (x - {_text(self.mean)}) / {_text(divisor)}"
 
     def to_dict(self) -> dict:
-        return {"channel_order": self.channel_order, "mean": self.mean, "scale": self.scale}
+        """As manifests record it: a scalar stays a number, per-channel values are a list."""
+        as_json = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+        return {
+            "channel_order": self.channel_order,
+            "mean": as_json(self.mean),
+            "scale": as_json(self.scale),
+        }
+
+    @classmethod
+    def from_record(cls, record: object, key: str = "input", strict: bool = False) -> Pixels:
+        """The pixels a manifest's ``key`` record declares, or a one-line MfnError naming the
+        field. Without ``strict`` a missing field means the default (older manifests)."""
+        if not isinstance(record, dict):
+            raise MfnError(f"{key} must be an object, got {record!r}")
+        if record.get("layout", LAYOUT) != LAYOUT:
+            raise MfnError(f"{key}.layout must be {LAYOUT}, got {record['layout']!r}")
+        default = cls()
+        for k in ("channel_order", "mean", "scale"):
+            if strict and k not in record:
+                raise MfnError(f"{key}.{k} missing")
+        order = record.get("channel_order", default.channel_order)
+        if order not in CHANNEL_ORDERS:
+            raise MfnError(
+                f"{key}.channel_order must be {' or '.join(CHANNEL_ORDERS)}, got {order!r}"
+            )
+        return cls(
+            order,
+            _channels(f"{key}.mean", record.get("mean", default.mean), positive=False),
+            _channels(f"{key}.scale", record.get("scale", default.scale), positive=True),
+        )
 
 
 # What MTCNN's pretrained weights (facenet-pytorch) expect.
 MTCNN = Pixels()
+
+
+def _points(key: str, value: object) -> tuple[tuple[float, float], ...]:
+    """Five [x, y] landmark positions, or a one-line MfnError naming ``key``."""
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == len(LANDMARKS)
+        and all(
+            isinstance(p, list | tuple) and len(p) == 2 and all(map(_is_number, p)) for p in value
+        )
+    ):
+        raise MfnError(f"{key} must be {len(LANDMARKS)} [x, y] pairs of numbers, got {value!r}")
+    return tuple((float(x), float(y)) for x, y in value)
 
 
 @dataclass(frozen=True)
@@ -101,15 +190,17 @@ class InputSpec:
     height: int
     width: int
     channel_order: str = "RGB"
-    mean: float = MEAN
-    scale: float = SCALE
+    mean: Channels = MEAN
+    scale: Channels = SCALE
     # Five (x, y) points in the crop; None: the standard template's window (``template``).
     landmarks: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
-        Pixels(self.channel_order, self.mean, self.scale)  # validates order and scale
-        if self.landmarks is not None and np.shape(self.landmarks) != (len(LANDMARKS), 2):
-            raise MfnError(f"alignment template must be {len(LANDMARKS)} (x, y) points")
+        pixels = Pixels(self.channel_order, self.mean, self.scale)  # validates them
+        object.__setattr__(self, "mean", pixels.mean)  # lists -> tuples, as Pixels keeps them
+        object.__setattr__(self, "scale", pixels.scale)
+        if self.landmarks is not None:
+            object.__setattr__(self, "landmarks", _points("alignment template", self.landmarks))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -132,17 +223,20 @@ class InputSpec:
         return d if self.landmarks is None else d | {"template": self.template().tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict, landmarks: list | None = None) -> InputSpec:
-        """The inverse of ``to_dict``; a missing normalisation key means the default."""
-        default = Pixels()
+    def from_dict(
+        cls, d: dict, landmarks: list | None = None, key: str = "input", strict: bool = False
+    ) -> InputSpec:
+        """The inverse of ``to_dict``; a missing normalisation key means the default unless
+        ``strict``. A bad value is a one-line MfnError naming ``key``'s field."""
+        pixels = Pixels.from_record(d, key, strict)
         landmarks = d.get("template") if landmarks is None else landmarks
         return cls(
             int(d["height"]),
             int(d["width"]),
-            d.get("channel_order", default.channel_order),
-            float(d.get("mean", default.mean)),
-            float(d.get("scale", default.scale)),
-            None if landmarks is None else tuple(tuple(map(float, p)) for p in landmarks),
+            pixels.channel_order,
+            pixels.mean,
+            pixels.scale,
+            None if landmarks is None else _points("alignment.template", landmarks),
         )
 
     # --- the embedder manifest's records of the contract -----------------------------
@@ -162,7 +256,12 @@ class InputSpec:
         }
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> InputSpec:
-        """The contract an export recorded (older exports: the standard template)."""
-        landmarks = (manifest.get("alignment") or {}).get("template")
-        return cls.from_dict(manifest["input"], landmarks)
+    def from_manifest(cls, manifest: dict, strict: bool = False) -> InputSpec:
+        """The contract an export recorded (older exports: the standard template), checked;
+        ``strict``: every normalisation field must be recorded."""
+        alignment = manifest.get("alignment")
+        landmarks = None  # exports made before manifests recorded it: the standard template
+        if alignment is not None:
+            points = alignment.get("template") if isinstance(alignment, dict) else alignment
+            landmarks = _points("alignment.template", points)
+        return cls.from_dict(manifest["input"], landmarks, "input", strict)

@@ -214,13 +214,13 @@ def format_report(report: EvalReport) -> str:
     lines = [
         f"pairs: {report.pairs_used} used of {report.pairs_total} "
         f"({report.positives} genuine, {report.negatives} impostor)",
-        f"{'backend':<8} {'accuracy':>15} {'TAR@FAR=1e-3':>13} {'TAR@FAR=1e-4':>13} {'flips':>6}",
+        f"{'backend':<11} {'accuracy':>15} {'TAR@FAR=1e-3':>13} {'TAR@FAR=1e-4':>13} {'flips':>6}",
     ]
     for b in report.backends:
         flips = "-" if b.flips_vs_first is None else str(b.flips_vs_first)
         tar3, tar4 = b.tar_at_far["0.001"]["tar"], b.tar_at_far["0.0001"]["tar"]
         lines.append(
-            f"{b.backend:<8} {b.accuracy_mean:>8.4f}+-{b.accuracy_std:.4f} "
+            f"{b.backend:<11} {b.accuracy_mean:>8.4f}+-{b.accuracy_std:.4f} "
             f"{tar3:>13.4f} {tar4:>13.4f} {flips:>6}"
         )
     unresolved = [f"{far:g}" for far in FAR_TARGETS if report.negatives * far < 1]

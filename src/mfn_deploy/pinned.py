@@ -30,7 +30,6 @@ from pathlib import Path
 from mfn_deploy.errors import MfnError
 from mfn_deploy.files import atomic_write, cache_root, sha256_of
 
-DEFAULT_INDEX = "https://pypi.org/simple"
 ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 TIMEOUT_S = 120
 
@@ -74,7 +73,19 @@ def pip_settings() -> IndexSettings:
                 return value
         return values.get(f"global.{name}") or None
 
-    return IndexSettings(pick("index-url") or DEFAULT_INDEX, pick("cert"), pick("proxy"))
+    index = pick("index-url") or _pip_default_index()
+    if index is None:
+        raise MfnError("no package index: set PIP_INDEX_URL (pip, whose default it is, is absent)")
+    return IndexSettings(index, pick("cert"), pick("proxy"))
+
+
+def _pip_default_index() -> str | None:
+    """pip's built-in index, for a pip configuration that names none."""
+    try:  # pip's own constant: the default is pip's to define, not this project's
+        from pip._internal.models.index import PyPI
+    except ImportError:
+        return None
+    return PyPI.simple_url
 
 
 def _opener(settings: IndexSettings) -> urllib.request.OpenerDirector:

@@ -1,7 +1,7 @@
 """Exports ready to run: an embedder and the MTCNN detector in one of three backends.
 
-``torch`` runs the folded PyTorch graph of the export, ``onnx`` the simplified ONNX
-in onnxruntime, ``ncnn`` the fp32 param/bin in ncnn's Python binding. Everything
+``torch`` runs the folded PyTorch graph of the export, ``onnxruntime`` the simplified
+ONNX, ``ncnn`` the fp32 param/bin in ncnn's Python binding (``face.options`` names them). Everything
 around the networks (pyramid, NMS, alignment, normalisation) is shared code; the
 preprocessing comes from the export's manifest. The exports the commands make for
 themselves (the detector, default-weight embedders for benchmarks) are cached, and
@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from mfn_deploy.contract import InputSpec
+from mfn_deploy.contract import InputSpec, Pixels
 from mfn_deploy.errors import MfnError
 from mfn_deploy.export.backends import Runner, ncnn_runner, onnx_runner, torch_runner
 from mfn_deploy.export.fold import load_folded
@@ -33,17 +33,12 @@ from mfn_deploy.export.plan import ExportOptions, export
 from mfn_deploy.face.detect import Nets
 from mfn_deploy.face.detector_export import NAMES, cache_key, export_detector
 from mfn_deploy.face.mtcnn import torch_nets
+from mfn_deploy.face.options import backend_name
 from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.files import cache_fill, cache_root
 from mfn_deploy.models import get_spec
 
-BACKENDS = ("torch", "onnx", "ncnn")
 log = logging.getLogger(__name__)
-
-
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise MfnError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 
 
 def _damage(entry: Path, read: Callable[[Path], object]) -> str | None:
@@ -93,7 +88,8 @@ def detector_dir(explicit: Path | None = None) -> Path:
 
 
 def detector_nets(backend: str, directory: Path | None = None) -> Nets:
-    check_backend(backend)
+    """The three MTCNN networks in ``backend``, with the preprocessing their export records."""
+    backend = backend_name(backend)
     if backend == "torch":
         return torch_nets()
     directory = detector_dir(directory)
@@ -103,26 +99,33 @@ def detector_nets(backend: str, directory: Path | None = None) -> Nets:
         net = manifest["nets"].get(name)
         if net is None:
             raise MfnError(f"{directory / MANIFEST}: lists no {name!r} net; run export-detector")
-        if backend == "onnx":
+        if backend == "onnxruntime":
             runners.append(onnx_runner(artifact_path(directory, net, "onnx"), optimize=True))
         else:
             param = artifact_path(directory, net, "ncnn_param")
             binary = artifact_path(directory, net, "ncnn_bin")
             runners.append(ncnn_runner(param, binary, net["ncnn_blobs"], keep_shape=True))
-    return Nets(*runners)
+    try:
+        pixels = Pixels.from_record(manifest["input"])
+    except MfnError as e:
+        raise MfnError(f"{directory / MANIFEST}: {e}") from None
+    return Nets(*runners, pixels=pixels)
 
 
 def embedder(export_dir: Path, backend: str) -> tuple[Runner, InputSpec]:
     """The embedding network of an export, and the input contract its manifest records."""
-    check_backend(backend)
+    backend = backend_name(backend)
     manifest = read_manifest(export_dir)
-    spec = InputSpec.from_manifest(manifest)
+    try:
+        spec = InputSpec.from_manifest(manifest)
+    except MfnError as e:
+        raise MfnError(f"{export_dir / MANIFEST}: {e}") from None
     if backend == "torch":
         folded = artifact_path(export_dir, manifest, "folded", required=False)
         if folded is None:
             raise MfnError(f"{export_dir}: no torch model in this export (it came from ONNX)")
         return torch_runner(load_folded(manifest["model"], spec.size, folded)), spec
-    if backend == "onnx":
+    if backend == "onnxruntime":
         return onnx_runner(artifact_path(export_dir, manifest, "onnx"), optimize=True), spec
     param = artifact_path(export_dir, manifest, "ncnn_param")
     binary = artifact_path(export_dir, manifest, "ncnn_bin")

@@ -84,6 +84,14 @@ def _recorded_spec(path: Path, spec: dict | None) -> InputSpec | None:
         raise MfnError(f"{path}: unreadable input_spec: {e}") from None
 
 
+def _recorded_origin(obj: object) -> dict:
+    """Whether the weights are trained and where they came from, as our checkpoint
+    records them (an export's manifest repeats it)."""
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        return {}
+    return {k: obj[k] for k in ("trained", "provenance") if k in obj}
+
+
 def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict]:
     """Build the network a checkpoint belongs to and load its weights.
 
@@ -147,7 +155,12 @@ def load_checkpoint(path: Path, model_name: str | None) -> tuple[FaceModel, dict
     model.load_state_dict(state)
     if input_spec is not None:
         model.input_spec = input_spec
-    return model.eval(), {"kind": "checkpoint", "path": str(path), "arch": model_name}
+    return model.eval(), {
+        "kind": "checkpoint",
+        "path": str(path),
+        "arch": model_name,
+        **_recorded_origin(obj),
+    }
 
 
 def save_checkpoint(path: Path, model: FaceModel, config: dict | None = None, **extra) -> None:

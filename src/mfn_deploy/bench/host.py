@@ -1,10 +1,14 @@
-"""The same harness on this machine: ncnn runner, ncnn's Python binding, onnxruntime, torch.
+"""The same harness on this machine: ncnn runner, ncnn's Python binding, onnxruntime,
+torch, and LiteRT for an export whose weights came from a TFLite file.
 
-All four get the same thread count, warm-up, loops and the same fixed face input;
-each output is compared with host onnxruntime (unoptimised) like on a phone. The
-Python backends are timed per run with ``perf_counter`` around one inference call
-(input already in the runtime's own tensor type, as an app would hold it); the
-runner times itself in C++.
+All get the same thread count, warm-up, loops and the same fixed face input (one
+face per call); each output is compared with host onnxruntime (unoptimised) like on
+a phone. The Python backends are timed per run with ``perf_counter`` around one
+inference call (input already in the runtime's own tensor type and layout, as an
+app would hold it); the runner times itself in C++. ``litert`` times the TFLite file
+itself (``bench/litert.py``: XNNPACK, batch 1), so it needs an export that records
+one: by default it joins the others for such an export; asked for by ``--backends``
+on any other export, it is one line before anything is timed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from mfn_deploy.bench.jobs import ModelJob
-from mfn_deploy.bench.options import HOST_BACKENDS, BenchOptions
+from mfn_deploy.bench.litert import litert_backend, locate, no_tflite_reason
+from mfn_deploy.bench.options import ALL_HOST_BACKENDS, HOST_BACKENDS, TFLITE_BACKENDS, BenchOptions
 from mfn_deploy.bench.results import DeviceResult, ModelResult, Status, Timing
 from mfn_deploy.bench.target import Progress, Session
 from mfn_deploy.errors import MfnError
@@ -34,21 +39,34 @@ from mfn_deploy.native import (
 )
 from mfn_deploy.runtime import embedder
 
-BACKENDS = HOST_BACKENDS
+BACKENDS = HOST_BACKENDS  # every export
+LITERT = TFLITE_BACKENDS[0]  # an export with a TFLite source, in addition
 Infer = Callable[[], np.ndarray]
 
 
-def parse_backends(text: str | None) -> tuple[str, ...]:
-    """``--backends``: comma-separated names from BACKENDS (None: all of them)."""
+def parse_backends(text: str | None) -> tuple[str, ...] | None:
+    """``--backends``: comma-separated names from ALL_HOST_BACKENDS (None: the default,
+    BACKENDS plus litert for an export with a TFLite source)."""
     if text is None:
-        return BACKENDS
+        return None
     chosen = tuple(dict.fromkeys(b.strip() for b in text.split(",") if b.strip()))
-    bad = [b for b in chosen if b not in BACKENDS]
+    bad = [b for b in chosen if b not in ALL_HOST_BACKENDS]
     if bad or not chosen:
         raise MfnError(
-            f"--backends: unknown {', '.join(bad) or '(none)'}; valid: {', '.join(BACKENDS)}"
+            f"--backends: unknown {', '.join(bad) or '(none)'}; "
+            f"valid: {', '.join(ALL_HOST_BACKENDS)}"
         )
     return chosen
+
+
+def job_backends(job: ModelJob, chosen: Sequence[str] | None) -> tuple[str, ...]:
+    """The runtimes one job is timed in: ``chosen``, or by default every one that applies;
+    litert asked for on an export without a TFLite source is one line."""
+    if chosen is None:
+        return BACKENDS + (TFLITE_BACKENDS if job.tflite else ())
+    if LITERT in chosen and not job.tflite:
+        raise MfnError(f"--backends {LITERT}: {job.export_dir}: {no_tflite_reason(job.manifest)}")
+    return tuple(chosen)
 
 
 def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndarray]:
@@ -134,12 +152,14 @@ def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[list[float], np.nda
 
 
 class HostTarget:
-    """This machine: every job in each of ``backends``, one after the other."""
+    """This machine: every job in each of ``backends`` (None: each job's own default),
+    one after the other."""
 
     name = "host"
 
-    def __init__(self, backends: Sequence[str] = BACKENDS) -> None:
-        self.backends = parse_backends(",".join(backends))
+    def __init__(self, backends: Sequence[str] | None = None) -> None:
+        # None: per job, every runtime that applies (litert only with a TFLite source).
+        self.backends = None if backends is None else parse_backends(",".join(backends))
 
     def check(self) -> None:
         """Nothing to probe: the runner is found (or its build command named) when it runs."""
@@ -147,12 +167,14 @@ class HostTarget:
     def run(self, jobs: list[ModelJob], session: Session) -> None:
         opts = session.options
         host = session.results.host
-        entry = DeviceResult("host", backends=list(self.backends))
+        plan = [job_backends(job, self.backends) for job in jobs]  # refused before any timing
+        used = {b for backends in plan for b in backends}
+        entry = DeviceResult("host", backends=[b for b in ALL_HOST_BACKENDS if b in used])
         entry.info = {"model": host["cpu"], "cores": host["cpu_count"]}
         session.results.devices.append(entry)
-        total = opts.loops * len(self.backends)
-        for i, job in enumerate(jobs, 1):
-            timings = {b: Timing() for b in self.backends}  # RUNNING until measured
+        for i, (job, backends) in enumerate(zip(jobs, plan, strict=True), 1):
+            total = opts.loops * len(backends)
+            timings = {b: Timing() for b in backends}  # RUNNING until measured
             entry.models.append(ModelResult(**job.describe(opts.fp16), backends=timings))
             done = 0
             for backend, t in timings.items():
@@ -171,13 +193,22 @@ class HostTarget:
 
     @staticmethod
     def _measure(backend: str, job: ModelJob, opts: BenchOptions, t: Timing) -> None:
+        fp16 = opts.fp16
         if backend == "ncnn-runner":
             times, out, extra = _ncnn_runner(job, opts)
             t.load_ms, t.ncnn_version = extra["load_ms"], extra["ncnn_version"]
+        elif backend == LITERT:
+            assert job.tflite is not None  # job_backends saw to it
+            litert = litert_backend(locate(job.tflite), job.face, opts.threads)
+            t.load_ms, t.runtime = litert.load_ms, litert.info
+            if opts.cooldown:
+                time.sleep(opts.cooldown)
+            times, out = _time_python(litert.infer, opts)
+            fp16 = False  # LiteRT computes in fp32 whatever ncnn's --fp16: fp32's tolerance
         else:
             if opts.cooldown:
                 time.sleep(opts.cooldown)
             times, out = _time_python(PYTHON_BACKENDS[backend](job, opts), opts)
         t.runs_ms = [round(x, 4) for x in times]
-        t.parity = job.parity(out, opts.fp16)
+        t.parity = job.parity(out, fp16)
         t.status = Status.OK

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfn_deploy.bench.litert import tflite_provenance
 from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
 from mfn_deploy.export.backends import onnx_runner
@@ -41,7 +42,13 @@ class ModelJob:
     reference: np.ndarray  # (D,) onnxruntime embedding of ``face``
     stats: dict  # params, madds, paper_ms (None where the network is not registered)
 
+    @property
+    def tflite(self) -> dict | None:
+        """Provenance of the TFLite file the weights came from (None: no litert backend)."""
+        return tflite_provenance(self.manifest)
+
     def describe(self, fp16: bool) -> dict:
+        tflite = self.tflite
         return {
             "name": self.name,
             "title": self.title,
@@ -54,12 +61,13 @@ class ModelJob:
                 "bin_sha256": sha256_of(self.binary),
                 "fp16": fp16,
                 "source": self.manifest.get("source", {}).get("kind"),
+                **({"tflite_sha256": tflite["sha256"]} if tflite else {}),
             },
         }
 
     def parity(self, output: np.ndarray, fp16: bool) -> dict:
         """A runner's embedding of ``face`` against host onnxruntime's, with export's
-        ncnn tolerance."""
+        ncnn tolerance (fp16's when ``fp16``, else fp32's)."""
         tol = STAGES["ncnn_fp16" if fp16 else "ncnn"].tolerance
         if output.size != self.reference.size:
             return {"ok": False, "error": f"{output.size} values, expected {self.reference.size}"}
@@ -118,9 +126,13 @@ def load_job(export_dir: Path, fp16: bool) -> ModelJob:
 
 
 def model_names(text: str | None) -> list[str]:
-    """``--models``: comma-separated registered names, or ``all`` (Table 2's order)."""
+    """``--models``: comma-separated registered names, or ``all``: the paper's Table 2
+    networks in its order (a network the paper did not time, such as the pretrained
+    ``mobilefacenet_tf``, is benchmarked by name)."""
     chosen = [n.strip() for n in (text or "").split(",") if n.strip()]
-    return names() if chosen == ["all"] else chosen
+    if chosen == ["all"]:
+        return [n for n in names() if get_spec(n).paper_ms is not None]
+    return chosen
 
 
 def prepare_jobs(

@@ -23,8 +23,13 @@ LIMITS: dict[str, tuple[float, float]] = {
 AUTO = "auto"  # --cooldown: wait for the phone instead of a fixed sleep
 TARGETS = ("adb", "host")  # where bench measures; the first is the default
 # The host runtimes compared (bench/host.py), by the one name each has in options,
-# results and reports: the mfn-bench runner, ncnn's Python binding, onnxruntime, torch.
+# results and reports: the mfn-bench runner, ncnn's Python binding, onnxruntime, torch
+# (every export) ...
 HOST_BACKENDS = ("ncnn-runner", "ncnn-python", "onnxruntime", "torch")
+# ... and LiteRT with XNNPACK, for an export whose weights came from a TFLite file
+# (`export --pretrained`, an `import-tflite` checkpoint): that file is what it times.
+TFLITE_BACKENDS = ("litert",)
+ALL_HOST_BACKENDS = HOST_BACKENDS + TFLITE_BACKENDS  # what --backends accepts
 
 
 @dataclass(frozen=True)

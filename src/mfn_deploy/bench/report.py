@@ -1,12 +1,15 @@
 """Results files -> the paper's Table 2 as Markdown, and a grouped bar chart.
 
 One measured column per series: a phone (adb results) or a host backend (host
-results). Cells are ``median ± half the interquartile range`` in ms; the ratio
-column divides by MobileFaceNet's median in the same series, like the paper's
-relative speed. Marks: ``†`` throttled, ``‡`` incomplete, interrupted or failed
-(partial data). A column from an interrupted run says ``(partial)``. Two columns
-that would read the same (two results files of the same phone or the same host
-backend) are told apart by their file's name.
+results: ncnn-runner, ncnn-python, onnxruntime, torch, and litert for an export
+with a TFLite source; a network not timed in a backend shows ``—``). Cells are
+``median ± half the interquartile range`` in ms; the ratio column divides by
+MobileFaceNet's median in the same series, like the paper's relative speed. Below
+the notes, each host run gets a second table: every runtime's median divided by the
+ncnn runner's for the same network in the same run. Marks: ``†`` throttled, ``‡``
+incomplete, interrupted or failed (partial data). A column from an interrupted run
+says ``(partial)``. Two columns that would read the same (two results files of the
+same phone or the same host backend) are told apart by their file's name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mfn_deploy.errors import MfnError
 from mfn_deploy.files import atomic_write
 
 REFERENCE_MODEL = "mobilefacenet"
+REFERENCE_BACKEND = "ncnn-runner"  # host runs: the runtime the others are divided by
 PAPER = "paper SD820"
 
 
@@ -117,7 +121,34 @@ class Table2:
                 f"threads {o.threads}, powersave {o.powersave}, warmup {o.warmup}, loops "
                 f"{o.loops}, cooldown {cooldown}, fp16 {'on' if o.fp16 else 'off'}; {where}"
             )
-        return "\n".join(lines + notes) + "\n"
+        return "\n".join(lines + notes + self.runner_ratios()) + "\n"
+
+    def runner_ratios(self) -> list[str]:
+        """Per host run: each runtime's median / the ncnn runner's, network by network."""
+        out: list[str] = []
+        for source, r in self.sources:
+            if r.target != "host":
+                continue
+            for d in r.devices:
+                others = [b for b in d.backends or [] if b != REFERENCE_BACKEND]
+                if REFERENCE_BACKEND not in (d.backends or []) or not others:
+                    continue
+                header = ["Network", f"{REFERENCE_BACKEND} ms", *[f"{b} / runner" for b in others]]
+                threads = r.options.threads
+                out += [
+                    "",
+                    f"{source}: latency / the ncnn runner's, same network, same run "
+                    f"({threads} thread{'s' if threads != 1 else ''}):",
+                    "",
+                    "| " + " | ".join(header) + " |",
+                    "|" + "---|" * len(header),
+                ]
+                for m in d.models:
+                    ref = _median(m.series(REFERENCE_BACKEND))
+                    row = [m.title or m.name, "—" if ref is None else f"{ref:.2f}"]
+                    row += [_ratio(_median(m.series(b)), ref) for b in others]
+                    out.append("| " + " | ".join(row) + " |")
+        return out
 
     def figure(self):
         """Grouped bars per network: the paper's SD820 ms, then each measured series."""

@@ -17,7 +17,9 @@ Layout, one object per level:
   its ``Timing``: on a phone the record itself (flattened), on the host one per runtime
   under ``backends``;
 - ``Timing``: status, error, every run's ms and their summary, parity with host
-  onnxruntime, and on a phone the clocks before/after, cool-down and throttle flag.
+  onnxruntime, on the host what ran (``runtime``, for litert: delegate, threads,
+  input shape, the TFLite file), and on a phone the clocks before/after, cool-down
+  and throttle flag.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Timing:
     parity: dict | None = None  # vs host onnxruntime: ok, cos, max_abs, rel_l2, tolerance
     load_ms: float | None = None
     ncnn_version: str | None = None
+    runtime: dict | None = None  # host litert: version, delegate, threads, input, TFLite file
     # On a phone only:
     pushed: dict | None = None  # file name -> pushed now (False: the same bytes were there)
     cooldown: dict | None = None

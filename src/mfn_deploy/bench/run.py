@@ -33,7 +33,7 @@ class BenchRequest:
     models: str | None = None  # "a,b" or "all"
     exports: tuple[Path, ...] = ()
     serials: tuple[str, ...] = ()  # adb only
-    backends: str | None = None  # host only; None: every runtime
+    backends: str | None = None  # host only; None: every runtime (litert: TFLite sources)
     options: BenchOptions = field(default_factory=BenchOptions)
 
     @property

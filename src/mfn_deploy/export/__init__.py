@@ -11,3 +11,11 @@
 
 Nothing is imported here: ``import mfn_deploy.export.manifest`` stays cheap.
 """
+
+# The ONNX opset every export uses unless told otherwise. Here, not in ``to_onnx`` (which
+# loads torch), so the CLI can show it in --help without restating it.
+DEFAULT_OPSET = 17
+# Parity runs on this many seeded random inputs (and the seed) unless told otherwise:
+# export, check and the TFLite import judge on the same set.
+DEFAULT_RANDOM_INPUTS = 8
+DEFAULT_PARITY_SEED = 0

@@ -49,12 +49,19 @@ def onnx_runner(path: Path, optimize: bool = False) -> Runner:
 
 
 def load_ncnn_net(
-    param: Path, binary: Path, fp16: bool = False, threads: int = 1, powersave: int | None = None
+    param: Path,
+    binary: Path,
+    fp16: bool = False,
+    threads: int = 1,
+    powersave: int | None = None,
+    packing: bool = True,
 ):
     """An ncnn.Net on the CPU with fp16 exactly as asked, loaded, or a one-line MfnError.
 
     ``powersave`` (0 all cores, 1 little, 2 big) is ncnn's process-wide CPU choice;
-    None leaves it as it is.
+    None leaves it as it is. ``packing=False``: unpacked layouts, for int8 references:
+    ncnn's packed x86 int8 depthwise kernels round differently from exact int8
+    arithmetic (1e-4 relative per layer), which the ARM kernels compute.
     """
     import ncnn
 
@@ -68,18 +75,24 @@ def load_ncnn_net(
     net.opt.use_fp16_storage = fp16
     net.opt.use_fp16_arithmetic = fp16
     net.opt.use_bf16_storage = False
+    net.opt.use_packing_layout = packing
     if net.load_param(str(param)) != 0 or net.load_model(str(binary)) != 0:
         raise MfnError(f"{param}: ncnn could not load the model (with {binary.name})")
     return net
 
 
 def ncnn_runner(
-    param: Path, binary: Path, blobs: dict, fp16: bool = False, keep_shape: bool = False
+    param: Path,
+    binary: Path,
+    blobs: dict,
+    fp16: bool = False,
+    keep_shape: bool = False,
+    packing: bool = True,
 ) -> Runner:
     """ncnn on one image at a time; outputs flattened to (N, D) unless ``keep_shape``."""
     import ncnn
 
-    net = load_ncnn_net(param, binary, fp16)
+    net = load_ncnn_net(param, binary, fp16, packing=packing)
     (in_blob,), (out_blob,) = blobs["inputs"], blobs["outputs"]
 
     def run(x: np.ndarray) -> np.ndarray:

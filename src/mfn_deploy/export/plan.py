@@ -26,8 +26,11 @@ from torch import nn
 
 from mfn_deploy.contract import InputSpec, Pixels
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export import DEFAULT_OPSET, DEFAULT_PARITY_SEED, DEFAULT_RANDOM_INPUTS
 from mfn_deploy.export.artifacts import check_replaceable, describe, staged_directory
 from mfn_deploy.export.backends import onnx_runner, torch_runner
+from mfn_deploy.export.int8 import METHODS as INT8_METHODS
+from mfn_deploy.export.int8 import Calibration, Int8Request
 from mfn_deploy.export.manifest import (
     EMBEDDER,
     read_manifest,
@@ -37,7 +40,6 @@ from mfn_deploy.export.manifest import (
 from mfn_deploy.export.parity import ParityError, ParityReport
 from mfn_deploy.export.simplify import load_onnx
 from mfn_deploy.export.stages import STAGES, ArtifactNames, Work, run_plan, select
-from mfn_deploy.export.to_onnx import DEFAULT_OPSET
 from mfn_deploy.files import sha256_of, write_json
 from mfn_deploy.images import random_inputs
 from mfn_deploy.models import FaceModel, check_input_size, create, get_spec, names
@@ -55,6 +57,8 @@ __all__ = [
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # (N, 3, H, W) aligned, normalised real faces for a network's input, and their names.
 FaceInputs = Callable[[InputSpec], tuple[np.ndarray, list[str]]]
+# int8's calibration and held-out faces for a network's input (``face.calibration``).
+CalibrationInputs = Callable[[InputSpec], Calibration]
 
 
 @dataclass
@@ -68,11 +72,17 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     input_size: tuple[int, int] | None = None
     force: bool = False
-    n_random: int = 8
-    seed: int = 0
+    n_random: int = DEFAULT_RANDOM_INPUTS
+    seed: int = DEFAULT_PARITY_SEED
     # How an ONNX source expects its pixels (None: the contract's default). A torch
     # model carries its own (its registered or checkpointed InputSpec).
     preprocessing: Pixels | None = None
+    # int8 (the ncnn_int8 stage): the faces come from above the export, like ``faces``.
+    int8: bool = False
+    calibration: CalibrationInputs | None = None
+    calib_method: str = "kl"
+    int8_skip: tuple[str, ...] = ()
+    int8_auto: bool = False
 
 
 @dataclass
@@ -96,6 +106,14 @@ def _validate(opts: ExportOptions) -> None:
         raise MfnError("preprocessing is declared for ONNX sources; a model carries its own")
     if opts.n_random < 1:
         raise MfnError("parity needs at least one random input")
+    if opts.calib_method not in INT8_METHODS:
+        raise MfnError(
+            f"calibration method {opts.calib_method!r}: choose one of {', '.join(INT8_METHODS)}"
+        )
+    if not opts.int8 and (opts.int8_skip or opts.int8_auto):
+        raise MfnError("--int8-skip and --int8-auto need --int8")
+    if opts.int8 and opts.calibration is None:
+        raise MfnError("int8 needs calibration faces (ExportOptions.calibration)")
     check_replaceable(opts.out, opts.force, _sources(opts))  # cheap: before loading anything
 
 
@@ -232,6 +250,7 @@ def _manifest(
             "opset": opts.opset,
             "fp16": opts.fp16,
             "batch_dynamic": opts.batch_dynamic,
+            "int8": opts.int8,
         },
         "ncnn_blobs": blobs
         | {"note": f"ncnn runs one image at a time: feed {in_blob} a 3xHxW Mat, read {out_blob}"},
@@ -263,8 +282,15 @@ def export(
 
     model, name, spec, source = _resolve_source(opts)
     names = ArtifactNames(name)
+    int8 = None
+    if opts.int8:  # before the staging directory: a bad calibration folder writes nothing
+        stage("calibration")
+        int8 = Int8Request(
+            opts.calibration(spec), opts.calib_method, tuple(opts.int8_skip), opts.int8_auto
+        )
     with staged_directory(opts.out, opts.force, _sources(opts)) as tmp:
         work = Work(tmp, names, spec.size, model, opts.opset, opts.batch_dynamic)
+        work.int8 = int8
         if model is not None:
             reference = ("torch (unfolded)", torch_runner(model))
         else:
@@ -304,7 +330,11 @@ def _reference_model(manifest: dict, spec: InputSpec) -> nn.Module | None:
 
 
 def check(
-    export_dir: Path, n_random: int = 8, seed: int = 0, *, faces: FaceInputs | None
+    export_dir: Path,
+    n_random: int = DEFAULT_RANDOM_INPUTS,
+    seed: int = DEFAULT_PARITY_SEED,
+    *,
+    faces: FaceInputs | None,
 ) -> ParityReport:
     """Re-run parity on an existing export; reads it, never writes to it."""
     manifest = read_manifest(export_dir, EMBEDDER)

@@ -21,6 +21,7 @@ from torch import nn
 
 from mfn_deploy.export.backends import Runner, ncnn_runner, onnx_runner, torch_runner
 from mfn_deploy.export.fold import fold_batchnorm, load_folded, save_folded
+from mfn_deploy.export.int8 import Gate, Int8Request, quantize
 from mfn_deploy.export.manifest import MANIFEST, PARITY
 from mfn_deploy.export.parity import ParityReport, Tolerance, run_parity
 from mfn_deploy.export.simplify import simplify_onnx
@@ -29,6 +30,11 @@ from mfn_deploy.export.to_onnx import DEFAULT_OPSET, export_onnx
 
 FP32 = Tolerance(cos_min=0.99999, rel_l2_max=5e-3)
 FP16 = Tolerance(cos_min=0.999, rel_l2_max=5e-2)
+# int8 is judged twice: by parity like every stage (loosely: random inputs are far
+# from what it was calibrated on), and by its own gate on held-out faces, against the
+# fp32 ncnn embedding, before anything is written (``int8.quantize``).
+INT8 = Tolerance(cos_min=0.9, rel_l2_max=0.5)
+INT8_GATE = Gate(cos_mean_min=0.995, cos_min=0.98)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Work:
     test_shape: list[int] | None = None  # the shape onnxsim checks a dynamic graph at
     paths: dict[str, Path] = field(default_factory=dict)  # artifact key -> file
     blobs: dict | None = None  # ncnn's input/output blob names, once converted
+    int8: Int8Request | None = None  # calibration and choices, when int8 is asked for
     reports: dict[str, dict] = field(default_factory=dict)  # stage -> its report
 
     def place(self, stage: Stage) -> None:
@@ -152,6 +159,18 @@ def _ncnn_file(fp16: bool) -> Callable[[Work], Runner]:
     )
 
 
+def _int8(work: Work) -> dict:
+    fp32 = (work.paths["ncnn_param"], work.paths["ncnn_bin"])
+    out = (work.paths["ncnn_int8_param"], work.paths["ncnn_int8_bin"], work.paths["int8_table"])
+    return quantize(fp32, work.blobs, work.int8, INT8_GATE, out)
+
+
+def _run_int8(work: Work) -> Runner:
+    # Unpacked: exact int8 arithmetic, as ARM phones compute it (``backends.load_ncnn_net``).
+    paths = work.paths["ncnn_int8_param"], work.paths["ncnn_int8_bin"]
+    return ncnn_runner(*paths, work.blobs, packing=False)
+
+
 # --- the declarations: in the order they run ----------------------------------------------
 
 STAGES: dict[str, Stage] = {
@@ -182,6 +201,19 @@ STAGES: dict[str, Stage] = {
             FP16,
             side_branch=True,
             option="fp16",
+        ),
+        Stage(
+            "ncnn_int8",
+            {
+                "ncnn_int8_param": ".int8.ncnn.param",
+                "ncnn_int8_bin": ".int8.ncnn.bin",
+                "int8_table": ".int8.table",
+            },
+            _int8,
+            _run_int8,
+            INT8,
+            side_branch=True,
+            option="int8",
         ),
     )
 }

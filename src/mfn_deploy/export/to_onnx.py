@@ -11,8 +11,8 @@ import torch
 
 from mfn_deploy.contract import ONNX_INPUT, ONNX_OUTPUT
 from mfn_deploy.errors import MfnError
+from mfn_deploy.export import DEFAULT_OPSET
 
-DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = range(11, 21)
 
 

@@ -1,8 +1,10 @@
 """The MTCNN cascade: image pyramid + P-Net, R-Net, O-Net, NMS, box regression.
 
 Backend-agnostic: the three networks are plain callables from a float32 NCHW
-array (normalised as ``contract.MTCNN`` says) to the networks' single outputs (see
-``mtcnn.py``), so torch, onnxruntime and ncnn run exactly the same cascade.
+array to the networks' single outputs (see ``mtcnn.py``), so torch, onnxruntime and
+ncnn run exactly the same cascade. How pixels become those arrays travels with the
+networks (``Nets.pixels``): a detector export's manifest record, or ``contract.MTCNN``
+for the pretrained torch networks.
 Boxes are (x1, y1, x2, y2) in pixels of the input image, x2/y2 exclusive.
 """
 
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mfn_deploy.contract import MTCNN
+from mfn_deploy.contract import MTCNN, Pixels
+from mfn_deploy.face.options import DetectorConfig
 
 NetFn = Callable[[np.ndarray], np.ndarray]
 
@@ -23,20 +26,12 @@ RNET_SIZE, ONET_SIZE = 24, 48
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    """The usual MTCNN settings (Zhang et al.; facenet-pytorch's defaults)."""
-
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    scale_factor: float = 0.709
-    nms: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)  # per scale, P, R, O
-
-
-@dataclass(frozen=True)
 class Nets:
     pnet: NetFn
     rnet: NetFn
     onet: NetFn
+    # What the networks were trained on; an export's manifest says so for its copies.
+    pixels: Pixels = MTCNN
 
 
 @dataclass(frozen=True)
@@ -53,9 +48,9 @@ class Face:
         }
 
 
-def _normalize(pixels: np.ndarray) -> np.ndarray:
-    """HxWx3 (or NxHxWx3) pixels in MTCNN's channel order -> NCHW float32 in its range."""
-    return MTCNN.values(pixels[None] if pixels.ndim == 3 else pixels)
+def _normalize(contract: Pixels, pixels: np.ndarray) -> np.ndarray:
+    """HxWx3 (or NxHxWx3) pixels in the nets' channel order -> NCHW float32 in their range."""
+    return contract.values(pixels[None] if pixels.ndim == 3 else pixels)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
@@ -126,13 +121,14 @@ def pyramid_scales(h: int, w: int, cfg: DetectorConfig) -> list[float]:
     return scales
 
 
-def _stage1(rgb: np.ndarray, pnet: NetFn, cfg: DetectorConfig) -> np.ndarray:
+def _stage1(rgb: np.ndarray, nets: Nets, cfg: DetectorConfig) -> np.ndarray:
     """Candidate boxes (x1, y1, x2, y2, score, 4 x reg) from every pyramid level."""
     h, w = rgb.shape[:2]
     found = []
     for s in pyramid_scales(h, w, cfg):
         hs, ws = int(h * s + 1), int(w * s + 1)
-        out = pnet(_normalize(cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_AREA)))[0]
+        level = cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_AREA)
+        out = nets.pnet(_normalize(nets.pixels, level))[0]
         ys, xs = np.nonzero(out[1] >= cfg.thresholds[0])
         if not len(ys):
             continue
@@ -153,15 +149,16 @@ def _stage1(rgb: np.ndarray, pnet: NetFn, cfg: DetectorConfig) -> np.ndarray:
 def detect(image_bgr: np.ndarray, nets: Nets, cfg: DetectorConfig | None = None) -> list[Face]:
     """Faces in an 8-bit BGR image, best score first."""
     cfg = cfg or DetectorConfig()
-    rgb = np.ascontiguousarray(MTCNN.ordered(image_bgr)).astype(np.float32)
+    # "rgb": the nets' channel order, which is RGB for MTCNN's pretrained weights.
+    rgb = np.ascontiguousarray(nets.pixels.ordered(image_bgr)).astype(np.float32)
 
-    cand = _stage1(rgb, nets.pnet, cfg)
+    cand = _stage1(rgb, nets, cfg)
     if not len(cand):
         return []
     boxes = _square(_regress(cand[:, :4], cand[:, 5:9]))
 
     crops, _ = _crops(rgb, boxes, RNET_SIZE)
-    out = nets.rnet(_normalize(crops))
+    out = nets.rnet(_normalize(nets.pixels, crops))
     keep = out[:, 1] > cfg.thresholds[1]
     boxes, scores, reg = boxes[keep], out[keep, 1], out[keep, 2:6]
     if not len(boxes):
@@ -170,7 +167,7 @@ def detect(image_bgr: np.ndarray, nets: Nets, cfg: DetectorConfig | None = None)
     boxes = _square(_regress(boxes[pick], reg[pick]))
 
     crops, ib = _crops(rgb, boxes, ONET_SIZE)
-    out = nets.onet(_normalize(crops))
+    out = nets.onet(_normalize(nets.pixels, crops))
     keep = out[:, 1] > cfg.thresholds[2]
     ib, scores, reg, marks = ib[keep], out[keep, 1], out[keep, 2:6], out[keep, 6:16]
     if not len(ib):

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 ActFactory = Callable[[int], nn.Module]
+# Explicit zero padding (left, right, top, bottom), nn.ZeroPad2d's order.
+Padding = tuple[int, int, int, int]
 
 
 def prelu(channels: int) -> nn.Module:
@@ -40,11 +42,18 @@ class ConvBN(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: ActFactory | None = None,
-        padding: int | None = None,
+        padding: int | Padding | None = None,
     ) -> None:
         if padding is None:
             padding = kernel // 2 if isinstance(kernel, int) else 0
-        layers: list[nn.Module] = [
+        layers: list[nn.Module] = []
+        if isinstance(padding, tuple):
+            if len(set(padding)) == 1:
+                padding = padding[0]
+            else:  # Conv2d pads symmetrically only; TensorFlow's SAME at stride 2 does not
+                layers.append(nn.ZeroPad2d(padding))
+                padding = 0
+        layers += [
             nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False),
             nn.BatchNorm2d(out_ch),
         ]
@@ -56,14 +65,22 @@ class ConvBN(nn.Sequential):
 class Bottleneck(nn.Module):
     """MobileNetV2 inverted residual: 1x1 expand, 3x3 depthwise, linear 1x1 project."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, t: int, act: ActFactory) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        t: int,
+        act: ActFactory,
+        padding: Padding | None = None,  # of the depthwise 3x3; None: 1 on every side
+    ) -> None:
         super().__init__()
         hidden = in_ch * t
         layers: list[nn.Module] = []
         if t != 1:  # MobileNetV2's first block has no expansion conv
             layers.append(ConvBN(in_ch, hidden, 1, act=act))
         layers += [
-            ConvBN(hidden, hidden, 3, stride, groups=hidden, act=act),
+            ConvBN(hidden, hidden, 3, stride, groups=hidden, act=act, padding=padding),
             ConvBN(hidden, out_ch, 1, act=None),
         ]
         self.block = nn.Sequential(*layers)

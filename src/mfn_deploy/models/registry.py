@@ -1,7 +1,8 @@
 """Networks registered by name, each carrying its input spec and the paper's figures.
 
-A variant is data: a table, an input size, an activation, and the paper's Table 2
-row (latency and parameters). The registry checks a variant once, when it is
+A variant is data: a table, an input size, an activation, how it pads, and the
+paper's Table 2 row (latency and parameters; None for a network the paper does not
+measure, such as a pretrained one). The registry checks a variant once, when it is
 registered, refuses duplicate names, and lists the valid ones when asked for an
 unknown name.
 """
@@ -17,7 +18,7 @@ from torch import nn
 from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
 from mfn_deploy.models.layers import ACTIVATIONS
-from mfn_deploy.models.trunk import Row, build_trunk, check_table, total_stride
+from mfn_deploy.models.trunk import PADDINGS, Row, build_trunk, check_table, total_stride
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,14 @@ class ModelSpec:
     table: tuple[Row, ...]  # the architecture, one row per stage
     input: InputSpec
     act: str  # a key of layers.ACTIVATIONS
-    paper_ms: float  # Snapdragon 820, NCNN, 4 threads (Table 2)
-    paper_params: str  # Table 2's parameter column as printed, in millions ("0.99")
+    paper_ms: float | None  # Snapdragon 820, NCNN, 4 threads (Table 2); None: not in it
+    paper_params: str | None  # Table 2's parameter column as printed, in millions ("0.99")
     groups: int = 1  # ShuffleNet's g; 1 for every other network
+    padding: str = "symmetric"  # a key of trunk.PADDINGS
 
     def build(self, size: tuple[int, int]) -> nn.Sequential:
         """The trunk for an input of ``size`` (H, W); it ends in (N, D, 1, 1)."""
-        return build_trunk(self.table, size, self.act, self.groups)
+        return build_trunk(self.table, size, self.act, self.groups, self.padding)
 
     @property
     def total_stride(self) -> int:
@@ -85,6 +87,10 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model {spec.name!r} is already registered")
     if spec.act not in ACTIVATIONS:
         raise ValueError(f"model {spec.name!r}: act {spec.act!r}; valid: {', '.join(ACTIVATIONS)}")
+    if spec.padding not in PADDINGS:
+        raise ValueError(
+            f"model {spec.name!r}: padding {spec.padding!r}; valid: {', '.join(PADDINGS)}"
+        )
     try:
         check_table(spec.table)
     except ValueError as e:

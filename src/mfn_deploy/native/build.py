@@ -35,6 +35,10 @@ NCNN_SOURCE = PinnedFile(
 
 SOURCE_DIR = Path(__file__).resolve().parent
 RUNNER_SOURCES = ("CMakeLists.txt", "mfn_bench.cpp")
+# Fixes for ncnn defects, applied to the extracted source before building; each
+# file's header says what it fixes and where the evidence is.
+PATCH_DIR = SOURCE_DIR / "patches"
+FP16_DEPTHWISE_FIX = "ncnn-convdw3x3s2-pack8-fp16sa-tail.patch"
 
 # Everything not listed keeps ncnn's default. NCNN_VERSION must be given: the
 # sdist's CMakeLists otherwise stamps *today's* date into the version string.
@@ -66,6 +70,8 @@ class Target:
     # Emulator to smoke-test the binary with, or None when it runs natively.
     emulator: str | None
     best_effort: bool
+    # Patches from PATCH_DIR for code only this target compiles.
+    patches: tuple[str, ...] = ()
 
 
 def _cross(processor: str, triple: str, extra_flags: str = "") -> tuple[str, ...]:
@@ -91,6 +97,8 @@ TARGETS = {
         static=True,
         emulator="qemu-aarch64",
         best_effort=False,
+        # The fp16-arithmetic kernels (ARMv8.2) are compiled for aarch64 only.
+        patches=(FP16_DEPTHWISE_FIX,),
     ),
     # Debian's armhf compiler defaults to VFPv3-D16 without NEON; ncnn's arm
     # kernels want NEON, which every armeabi-v7a phone has.
@@ -185,12 +193,15 @@ def ensure_tools(required: dict[str, str], optional: dict[str, str], log: Log = 
 
 
 def _compiler_tools(target: Target) -> dict[str, str]:
-    return {
+    tools = {
         "cmake": "cmake",
         "make": "make",
         target.cc: target.apt_package,
         target.cxx: target.apt_package,
     }
+    if target.patches:
+        tools["patch"] = "patch"
+    return tools
 
 
 # --- keys: what a build depends on -------------------------------------------
@@ -199,6 +210,16 @@ def _compiler_tools(target: Target) -> dict[str, str]:
 def _digest(obj: object) -> str:
     # Key order is part of the key: keep it, so existing caches stay valid.
     return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:12]
+
+
+def _with_patches(blob: dict, target: Target) -> dict:
+    # Only a patched target's key changes, so the other targets' builds stay cached.
+    if target.patches:
+        blob["patches"] = {
+            name: hashlib.sha256((PATCH_DIR / name).read_bytes()).hexdigest()
+            for name in target.patches
+        }
+    return blob
 
 
 def ncnn_cmake_args(target: Target) -> list[str]:
@@ -213,7 +234,7 @@ def ncnn_key(target: Target) -> str:
         + run([target.cxx, "-dumpmachine"]).strip()
     )
     blob = {"sdist": NCNN_SOURCE.sha256, "cmake": ncnn_cmake_args(target), "cxx": compiler}
-    return f"{target.name}-{_digest(blob)}"
+    return f"{target.name}-{_digest(_with_patches(blob, target))}"
 
 
 def runner_key(target: Target) -> str:
@@ -228,7 +249,7 @@ def runner_key(target: Target) -> str:
         "static": target.static,
         "sources": sources,
     }
-    return f"{target.name}-{_digest(blob)}"
+    return f"{target.name}-{_digest(_with_patches(blob, target))}"
 
 
 def runner_dir(target: str) -> Path:
@@ -299,6 +320,9 @@ def build_ncnn(target: Target, jobs: int, log: Log = _quiet) -> Path:
             tar.extractall(work, filter="data")
         build, staged = work / "build", work / "install"
         source = work / f"ncnn-{NCNN_VERSION}"
+        for name in target.patches:
+            patch = ["patch", "-p1", "--forward", "--batch", "-d", str(source)]
+            run([*patch, "-i", str(PATCH_DIR / name)], log_file=log_file)
         configure = [
             "cmake",
             "-S",

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The ArcFace paper's defaults, also MobileFaceNet's training recipe.
-ARCFACE_SCALE = 64.0
-ARCFACE_MARGIN = 0.5
+from mfn_deploy.train.config import ARCFACE_MARGIN, ARCFACE_SCALE
+
 # Floor of sin^2: bounds d sin / d cos by 1 / sqrt(floor) = 1e4 while changing
 # the target cosine by at most sqrt(floor) * sin(m) < 5e-5, at theta = 0 only.
 SIN2_FLOOR = 1e-8

@@ -16,9 +16,8 @@ from torch import nn
 
 from mfn_deploy.models import FaceModel
 from mfn_deploy.models.layers import GDConv
+from mfn_deploy.train.config import LAST_LAYERS_WEIGHT_DECAY, WEIGHT_DECAY
 
-WEIGHT_DECAY = 4e-5
-LAST_LAYERS_WEIGHT_DECAY = 4e-4
 GLOBAL_OPERATORS = (GDConv, nn.AdaptiveAvgPool2d)
 
 

@@ -19,7 +19,6 @@ iterations, and ``final.pt``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -40,66 +39,21 @@ from mfn_deploy.errors import MfnError
 from mfn_deploy.files import atomic_write
 from mfn_deploy.models import FaceModel, create, get_spec
 from mfn_deploy.train import distributed, state
-from mfn_deploy.train.arcface import ARCFACE_MARGIN, ARCFACE_SCALE, IGNORE, ArcFaceHead
+from mfn_deploy.train.arcface import IGNORE, ArcFaceHead
+from mfn_deploy.train.config import TrainConfig
 from mfn_deploy.train.data import BatchOrder, open_dataset
 from mfn_deploy.train.face_align import FaceAligner
-from mfn_deploy.train.param_groups import (
-    LAST_LAYERS_WEIGHT_DECAY,
-    WEIGHT_DECAY,
-    parameter_groups,
-)
+from mfn_deploy.train.param_groups import parameter_groups
 from mfn_deploy.train.validation import Validator
 
 log = logging.getLogger(__name__)
 
-# MobileFaceNet's recipe (Sec. 4.1): batch 512, SGD momentum 0.9, learning rate
-# 0.1 divided by 10 at each milestone; the issue's milestones for 60k iterations.
-BATCH = 512
-ITERATIONS = 60_000
-LEARNING_RATE = 0.1
-MILESTONES = (36_000, 52_000, 58_000)
-LR_DECAY = 0.1
-MOMENTUM = 0.9
-CHECKPOINT_EVERY = 5_000
-LOG_EVERY = 20
-VALIDATE_EVERY = 2_000
-WORKERS = 4
+LR_DECAY = 0.1  # the learning rate is divided by 10 at each milestone
 # Unreadable images are skipped until they are no longer rare: more than this
 # many, and more than this fraction of the images seen, stops the run.
 BAD_IMAGE_MIN = 100
 BAD_IMAGE_FRACTION = 0.01
 LOG_NAME = "log.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    data: Path
-    out: Path
-    batch: int = BATCH
-    iters: int = ITERATIONS
-    lr: float = LEARNING_RATE
-    milestones: tuple[int, ...] = MILESTONES
-    momentum: float = MOMENTUM
-    weight_decay: float = WEIGHT_DECAY
-    last_layers_weight_decay: float = LAST_LAYERS_WEIGHT_DECAY
-    scale: float = ARCFACE_SCALE
-    margin: float = ARCFACE_MARGIN
-    ckpt_every: int = CHECKPOINT_EVERY
-    log_every: int = LOG_EVERY
-    val_every: int = VALIDATE_EVERY
-    workers: int = WORKERS
-    seed: int = 0
-    amp: bool = False
-    align: bool = False  # detect + align photos not already at the input size
-    resume: bool = False
-    device: str | None = None  # None: CUDA when available (LOCAL_RANK's GPU), else CPU
-
-    def to_dict(self) -> dict:
-        """Plain types only, so the checkpoint stays weights_only-readable."""
-        d = dataclasses.asdict(self)
-        d["data"], d["out"], d["milestones"] = str(self.data), str(self.out), list(self.milestones)
-        return d
 
 
 # A resumed run must be the same experiment: these settings fix the data order, the

@@ -15,6 +15,8 @@ namespace {
 
 const int kFaceFloats = 15;  // box(4), score, landmarks(10)
 
+// Handle 0 is a closed (or never made) engine: every method then does nothing and
+// returns nothing, so a late call from Kotlin cannot reach freed memory.
 mfn::FaceEngine* engine(jlong handle) { return reinterpret_cast<mfn::FaceEngine*>(handle); }
 
 std::vector<unsigned char> bytes(JNIEnv* env, jbyteArray array) {
@@ -78,6 +80,7 @@ MFN_JNI(void, nativeDestroy)(JNIEnv*, jobject, jlong handle) { delete engine(han
 
 MFN_JNI(void, nativeSetOptions)(JNIEnv*, jobject, jlong handle, jint num_threads, jint powersave,
                                 jboolean fp16) {
+    if (!engine(handle)) return;
     mfn::EngineOptions o = engine(handle)->options();
     o.num_threads = num_threads > 0 ? num_threads : 1;
     o.powersave = powersave;
@@ -90,7 +93,7 @@ MFN_JNI(void, nativeSetOptions)(JNIEnv*, jobject, jlong handle, jint num_threads
 // it or the model is refused.
 MFN_JNI(jboolean, nativeLoadNet)(JNIEnv* env, jobject, jlong handle, jint which, jbyteArray param,
                                  jbyteArray bin, jbyteArray contract) {
-    if (which < 0 || which > 3) return JNI_FALSE;
+    if (which < 0 || which > 3 || !engine(handle)) return JNI_FALSE;
     const std::vector<unsigned char> text = bytes(env, param), terms = bytes(env, contract);
     return engine(handle)->load(static_cast<mfn::Net>(which), std::string(text.begin(), text.end()),
                                 bytes(env, bin), std::string(terms.begin(), terms.end()))
@@ -102,6 +105,7 @@ MFN_JNI(jboolean, nativeLoadNet)(JNIEnv* env, jobject, jlong handle, jint which,
 MFN_JNI(jstring, nativeLastError)(JNIEnv* env, jobject, jlong handle) {
     // The core quotes file contents as printable ASCII already; keep it so, as
     // NewStringUTF aborts under CheckJNI on malformed modified UTF-8.
+    if (!engine(handle)) return env->NewStringUTF("the face engine is closed");
     std::string message = engine(handle)->last_error();
     for (char& ch : message)
         if (ch < ' ' || ch > '~') ch = '?';
@@ -112,7 +116,7 @@ MFN_JNI(jfloatArray, nativeDetect)(JNIEnv* env, jobject, jlong handle, jbyteArra
                                    jint height, jint stride, jint format) {
     Pixels px(env, pixels);
     std::vector<float> out;
-    if (px.fits(width, height, stride, format)) {
+    if (engine(handle) && px.fits(width, height, stride, format)) {
         for (const mfn::Face& f : engine(handle)->detect(px.get(), width, height, stride, pixel_format(format))) {
             out.insert(out.end(), f.box, f.box + 4);
             out.push_back(f.score);
@@ -127,7 +131,8 @@ MFN_JNI(jfloatArray, nativeEmbed)(JNIEnv* env, jobject, jlong handle, jbyteArray
                                   jint height, jint stride, jint format, jfloatArray landmarks) {
     const std::vector<float> marks = floats(env, landmarks);
     Pixels px(env, pixels);
-    if (marks.size() != 10 || !px.fits(width, height, stride, format)) return to_java(env, std::vector<float>());
+    if (!engine(handle) || marks.size() != 10 || !px.fits(width, height, stride, format))
+        return to_java(env, std::vector<float>());
     return to_java(env, engine(handle)->embed(px.get(), width, height, stride, pixel_format(format), marks.data()));
 }
 
@@ -140,6 +145,7 @@ MFN_JNI(jfloatArray, nativeMatch)(JNIEnv* env, jobject, jfloatArray query, jfloa
 }
 
 MFN_JNI(jdoubleArray, nativeLastTimes)(JNIEnv* env, jobject, jlong handle) {
+    if (!engine(handle)) return to_java(env, std::vector<double>{0, 0, 0});
     const mfn::StageTimes& t = engine(handle)->last_times();
     return to_java(env, std::vector<double>{t.detect_ms, t.align_ms, t.embed_ms});
 }
@@ -147,7 +153,7 @@ MFN_JNI(jdoubleArray, nativeLastTimes)(JNIEnv* env, jobject, jlong handle) {
 MFN_JNI(jdoubleArray, nativeBenchmark)(JNIEnv* env, jobject, jlong handle, jbyteArray pixels, jint width,
                                        jint height, jint stride, jint format, jint loops) {
     Pixels px(env, pixels);
-    if (!px.fits(width, height, stride, format)) return to_java(env, std::vector<double>());
+    if (!engine(handle) || !px.fits(width, height, stride, format)) return to_java(env, std::vector<double>());
     const mfn::FaceEngine::Benchmark b =
         engine(handle)->benchmark(px.get(), width, height, stride, pixel_format(format), loops);
     return to_java(env, std::vector<double>{double(b.loops), double(b.faces), b.median.detect_ms,

@@ -111,6 +111,18 @@ public final class FaceEngineTest {
         check(bench.length == 8 && bench[0] == 2 && bench[1] == faces.length / 15, "benchmark");
         e.nativeDestroy(handle);
 
+        // A closed engine: FaceEngine.kt's close() leaves handle 0, and a late frame may still
+        // call in. Every method must then return nothing, never touch memory.
+        final long closed = 0;
+        e.nativeSetOptions(closed, 2, 0, false);
+        check(!load(e, closed, 0, bases[0], read(bases[0] + ".contract")), "load on a closed engine");
+        check(e.nativeLastError(closed).equals("the face engine is closed"), e.nativeLastError(closed));
+        check(e.nativeDetect(closed, rgb, w, h, 0, RGB).length == 0, "detect on a closed engine");
+        check(e.nativeEmbed(closed, rgb, w, h, 0, RGB, marks).length == 0, "embed on a closed engine");
+        check(Arrays.equals(e.nativeLastTimes(closed), new double[3]), "times of a closed engine");
+        check(e.nativeBenchmark(closed, rgb, w, h, 0, RGB, 1).length == 0, "benchmark on a closed engine");
+        e.nativeDestroy(closed);
+
         StringBuilder out = new StringBuilder("{\"faces\": " + faces.length / 15 + ", \"box\": [");
         for (int i = 0; i < 4; i++) out.append(i > 0 ? ", " : "").append(faces[i]);
         out.append("], \"landmarks\": [");

@@ -11,6 +11,9 @@ import android.view.View
  * Draws the faces of the last analysed frame over the preview, with the verification
  * result and the per-stage milliseconds. Frame coordinates are mapped like the preview's
  * FILL_CENTER scaling, mirrored for the front camera.
+ *
+ * Only the verified face ([Result.verified], the largest) gets the label and the
+ * green/red colour of the decision; other faces are drawn in grey.
  */
 class OverlayView(context: Context, attrs: AttributeSet? = null) : View(context, attrs) {
     class Result(
@@ -18,6 +21,7 @@ class OverlayView(context: Context, attrs: AttributeSet? = null) : View(context,
         val frameHeight: Int,
         val mirrored: Boolean,
         val faces: List<Face>,
+        val verified: Int, // index in faces of the face that was verified; -1: none
         val label: String,
         val accepted: Boolean,
         val times: StageTimes?,
@@ -25,6 +29,7 @@ class OverlayView(context: Context, attrs: AttributeSet? = null) : View(context,
 
     @Volatile private var result: Result? = null
     private val boxPaint = Paint().apply { style = Paint.Style.STROKE; strokeWidth = 5f }
+    private val otherPaint = Paint().apply { style = Paint.Style.STROKE; strokeWidth = 3f; color = Color.LTGRAY }
     private val dotPaint = Paint().apply { color = Color.CYAN }
     private val textPaint = Paint().apply { color = Color.WHITE; textSize = 44f; setShadowLayer(4f, 0f, 0f, Color.BLACK) }
 
@@ -46,10 +51,12 @@ class OverlayView(context: Context, attrs: AttributeSet? = null) : View(context,
         for ((i, f) in r.faces.withIndex()) {
             val left = minOf(mapX(f.box.left), mapX(f.box.right))
             val right = maxOf(mapX(f.box.left), mapX(f.box.right))
-            canvas.drawRect(left, mapY(f.box.top), right, mapY(f.box.bottom), boxPaint)
+            val verified = i == r.verified
+            canvas.drawRect(left, mapY(f.box.top), right, mapY(f.box.bottom), if (verified) boxPaint else otherPaint)
             for (k in 0 until 5) canvas.drawCircle(mapX(f.landmarks[2 * k]), mapY(f.landmarks[2 * k + 1]), 6f, dotPaint)
-            if (i == 0) canvas.drawText(r.label, left, mapY(f.box.top) - 12f, textPaint)
+            if (verified) canvas.drawText(r.label, left, mapY(f.box.top) - 12f, textPaint)
         }
+        if (r.verified < 0) canvas.drawText(r.label, 24f, 120f, textPaint)
         r.times?.let {
             val line = "detect %.1f ms  align %.1f ms  embed %.1f ms".format(it.detectMs, it.alignMs, it.embedMs)
             canvas.drawText(line, 24f, 64f, textPaint)
