@@ -1153,3 +1153,22 @@ def test_android_assets_reports_a_bad_record_in_one_line(mfn_export, detector, t
     proc = run_cli("android-assets", "--export", export, "--detector", detector, "--app", app)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "input.channel_order must be RGB or BGR, got 'YUV'" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_android_assets_defaults_to_the_trained_embedder(tmp_path):
+    """With no --export, the app gets the trained MobileFaceNet and its own contract."""
+    app = _fake_app(tmp_path / "demo")
+    proc = run_cli("android-assets", "--app", app)
+    assert proc.returncode == 0, proc.stderr
+    assert "(embedder: mobilefacenet_tf," in proc.stdout
+    models = app / "app" / "src" / "main" / "assets" / "models"
+    assets = json.loads((models / "assets.json").read_text())
+    assert (assets["embedder"]["model"], assets["embedder"]["embedding_dim"]) == (
+        "mobilefacenet_tf",
+        192,
+    )
+    manifest = json.loads((models / "embedder" / "manifest.json").read_text())
+    assert manifest["source"]["trained"] is True
+    contract = (models / "embedder" / "mobilefacenet_tf.ncnn.contract").read_text()
+    assert "channel_order=RGB" in contract and "height=112" in contract

@@ -906,26 +906,29 @@ def train_cmd(
         raise MfnError(f"{out}: processes ended with different weights; do not trust this run")
 
 
+# What the Android demo runs unless told otherwise: the trained network, not a zoo one.
+APP_EMBEDDER = "mobilefacenet_tf"
+
+
 @cli.command("android-assets")
 @click.option(
     "--export",
     "export_dir",
-    required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="Embedder export (mfn-deploy export).",
+    help=f"Embedder export (mfn-deploy export); default: the trained {APP_EMBEDDER}, "
+    "exported once into the cache.",
 )
 @click.option(
     "--detector",
-    required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="MTCNN export (mfn-deploy export-detector).",
+    help="MTCNN export (mfn-deploy export-detector); default: one exported into the cache.",
 )
 @click.option(
     "--app",
     type=click.Path(path_type=Path, file_okay=False),
     help="The Android demo project (default: this checkout's android-demo/).",
 )
-def android_assets_cmd(export_dir: Path, detector: Path, app: Path | None) -> None:
+def android_assets_cmd(export_dir: Path | None, detector: Path | None, app: Path | None) -> None:
     """Copy the ncnn models and their manifests into the Android demo's assets.
 
     Replaces APP/app/src/main/assets/models/ atomically and writes assets.json
@@ -938,10 +941,15 @@ def android_assets_cmd(export_dir: Path, detector: Path, app: Path | None) -> No
         app = Path(__file__).resolve().parents[2] / "android-demo"
         if not app.is_dir():
             raise MfnError("--app is required: this mfn-deploy is not run from a checkout")
-    assets = android_assets(export_dir, detector, app)
+    from mfn_deploy.runtime import cached_pretrained_export, detector_dir
+
+    if export_dir is None:
+        export_dir = cached_pretrained_export(APP_EMBEDDER)
+    assets = android_assets(export_dir, detector_dir(detector), app)
     total = sum(f["bytes"] for f in assets["files"].values())
     click.echo(
         f"copied {len(assets['files'])} files ({total / 1e6:.2f} MB) to {app / ASSETS_SUBDIR}"
+        f" (embedder: {assets['embedder']['model']}, {export_dir})"
     )
 
 

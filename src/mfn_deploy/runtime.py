@@ -37,6 +37,7 @@ from mfn_deploy.face.options import backend_name
 from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.files import cache_fill, cache_root
 from mfn_deploy.models import get_spec
+from mfn_deploy.pretrained.importer import checkpoint as pretrained_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -145,5 +146,21 @@ def cached_export(model: str) -> Path:
         read_manifest,
         lambda out: export(
             ExportOptions(out=out, model=model, fp16=True, force=True), faces=face_inputs
+        ),
+    )
+
+
+def cached_pretrained_export(model: str) -> Path:
+    """The catalogue's trained ``model`` exported (fp32 + fp16) once and cached, keyed by
+    the tool versions and the imported checkpoint (whose name carries its own key)."""
+    ckpt = pretrained_checkpoint(model)
+    versions = tool_versions() | {"checkpoint": ckpt.name}
+    key = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
+    return _cached(
+        cache_root() / "exports" / f"{model}-pretrained-{key}",
+        read_manifest,
+        lambda out: export(
+            ExportOptions(out=out, model=model, checkpoint=ckpt, fp16=True, force=True),
+            faces=face_inputs,
         ),
     )
