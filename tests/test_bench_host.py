@@ -209,3 +209,87 @@ def test_report_several_files_and_errors(tmp_path):
         assert line.startswith(f"error: {tmp_path / name}: ") and message in line, line
         assert not (tmp_path / "x.png").exists()
     assert load_results(kept).measured()
+
+
+# --- start-up figures and thread scaling (issue 15) -----------------------------------
+
+
+def test_bench_host_thread_list_startup_and_scaling_report(tmp_path):
+    """--threads 1,2: one record per network and count in one session; the runner's
+    load (param, bin), cold run and peak memory are kept; the report shows both tables."""
+    out = tmp_path / "scaling.json"
+    proc = run_cli(
+        "bench", "--target", "host", "--models", "mobilefacenet_96x96",
+        "--backends", "ncnn-runner,onnxruntime", "--threads", "1,2", "--powersave", "0",
+        "--loops", "1", "--warmup", "0", "--cooldown", "0", "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert results["options"]["threads"] == [1, 2]
+    models = results["devices"][0]["models"]
+    assert [(m["name"], m["threads"]) for m in models] == [
+        ("mobilefacenet_96x96", 1),
+        ("mobilefacenet_96x96", 2),
+    ]
+    for m in models:
+        runner = m["backends"]["ncnn-runner"]
+        assert runner["load_ms_param"] >= 0 and runner["load_ms_bin"] >= 0
+        assert runner["load_ms"] >= runner["load_ms_bin"]
+        assert runner["cold_ms"] > 0 and len(runner["runs_ms"]) == 1
+        assert 0 < runner["load_peak_rss_kb"] <= runner["peak_rss_kb"]
+        ort = m["backends"]["onnxruntime"]
+        assert ort["load_ms"] > 0 and ort["cold_ms"] > 0 and "peak_rss_kb" not in ort
+
+    from mfn_deploy.bench.results import load_results
+
+    typed = load_results(out)
+    assert typed.options.thread_counts == (1, 2)
+    assert typed.to_dict() == results  # the new fields survive a round trip
+
+    proc = run_cli("report", out)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "host ncnn-runner, 1 thread ms" in text and "host ncnn-runner, 2 threads ms" in text
+    assert "| MobileFaceNet (96x96) | host ncnn-runner, 2 threads | " in text  # start-up row
+    assert "thread scaling (powersave 0" in text
+    assert "| 1 thread ms (speed-up) | 2 threads ms (speed-up) |" in text
+    row = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("| MobileFaceNet (96x96) | ncnn-runner | ")
+    )
+    assert "(1.00x)" in row
+
+    from mfn_deploy.bench.report import table2
+
+    fig = table2([out]).figure()  # --png: the bars, then the scaling curves
+    assert [ax.get_title() for ax in fig.axes][1] == "Thread scaling"
+    assert len(fig.axes[1].get_lines()) == 2 + 1  # two runtimes and the linear guide
+
+
+def test_thread_list_is_checked_before_any_work(tmp_path):
+    out = tmp_path / "x.json"
+    for value, message in [
+        ("1,1", "--threads 1,1: give each count once"),
+        ("1,x", "--threads '1,x': expected a count or a list such as 1,2,4"),
+        ("1,65", "--threads 65 out of range 1..64"),
+    ]:
+        proc = run_cli("bench", "--target", "host", "--models", "mobilefacenet", "--threads",
+                       value, "--out", out)  # fmt: skip
+        assert proc.returncode == 1, (value, proc.stderr)
+        assert proc.stderr.strip() == f"error: {message}", proc.stderr
+    assert not out.exists()
+
+
+def test_old_results_read_with_one_thread_count():
+    """Files from before the thread list: threads is one number, records carry none."""
+    from pathlib import Path
+
+    from mfn_deploy.bench.report import Table2
+    from mfn_deploy.bench.results import load_results
+
+    kept = Path(__file__).resolve().parent.parent / "benchmarks/results/host_latency.json"
+    r = load_results(kept)
+    assert isinstance(r.options.threads, int) and r.options.thread_counts == (r.options.threads,)
+    text = Table2([("k.json", r)]).markdown()
+    assert "thread scaling" not in text and "host ncnn-runner ms" in text

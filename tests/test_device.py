@@ -162,8 +162,9 @@ def test_bench_fails_fast_without_device(phones):
 
 
 def test_bench_one_phone_push_once_and_throttle(phones, jobs, tmp_path):
-    # Hot long enough that a slow, loaded machine still reads it after the run.
-    phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 12}))
+    # Hot long enough that a slow, loaded machine still reads it after the next chunk
+    # (a cold run and a timed one under qemu, each seconds long on a busy 2-core box).
+    phones(phone("p1", faults={"throttle_on_run": 1, "hot_s": 30}))
     first = bench_adb(["p1"], jobs * 2, _opts(chunk=1), tmp_path / "first.json")
     (d,) = first.to_dict()["devices"]
     m, m2 = d["models"]
@@ -173,6 +174,9 @@ def test_bench_one_phone_push_once_and_throttle(phones, jobs, tmp_path):
     assert m["n"] == 2 and len(m["runs_ms"]) == 2 and m["median_ms"] > 0
     assert m["parity"]["ok"] and m["parity"]["cos"] > 0.9999
     assert m["ncnn_version"] and m["export"]["bin_sha256"]
+    # Start-up from the first chunk; peak memory the largest of the chunks (qemu's own).
+    assert m["load_ms_param"] >= 0 and m["load_ms_bin"] >= 0 and m["cold_ms"] > 0
+    assert 0 < m["load_peak_rss_kb"] <= m["peak_rss_kb"]
     assert m["before"]["cores"][2]["max_khz"] == 2150400
     assert m["before"]["thermal"]["hottest_c"] == 38.0
     # The fake heats up after run 1 and halves every cap: the run is flagged.
@@ -262,6 +266,27 @@ def test_bench_serial_all_two_phones_and_report(phones, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_thread_list_on_a_phone_and_report(phones, jobs, tmp_path):
+    """--threads 1,2 on the fake phone: one record per count, the scaling and start-up
+    tables in the report."""
+    phones(phone("p1"))
+    out = tmp_path / "scaling.json"
+    results = bench_adb(["p1"], jobs, _opts(threads=(1, 2), loops=1), out)
+    (d,) = results.to_dict()["devices"]
+    assert d["status"] == "ok", d
+    assert [(m["name"], m["threads"], m["n"]) for m in d["models"]] == [
+        ("mobilefacenet", 1, 1),
+        ("mobilefacenet", 2, 1),
+    ]
+    assert all(m["cold_ms"] > 0 and m["peak_rss_kb"] > 0 for m in d["models"])
+    proc = run_cli("report", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "Fake SD820 p1 [p1], 2 threads ms" in proc.stdout
+    assert "| MobileFaceNet | Fake SD820 p1 [p1], 1 thread | " in proc.stdout  # start-up
+    assert "| MobileFaceNet | p1 | " in proc.stdout  # thread scaling
+    assert "threads 1,2, powersave 0" in proc.stdout
+
+
 def test_bench_disconnect_keeps_partial_results(phones, tmp_path):
     phones(phone("p1", faults={"disconnect_on_run": 2}))
     out = tmp_path / "partial.json"
@@ -292,7 +317,10 @@ def test_bench_all_table2_models(phones, tmp_path):
     models = json.loads(out.read_text())["devices"][0]["models"]
     assert len(models) == 11
     assert all(m["status"] == "ok" and m["parity"]["ok"] and m["n"] == 1 for m in models)
-    assert sum(line.startswith("| ") for line in proc.stdout.splitlines()) == 12  # header + 11
+    table2, *more = proc.stdout.split("\n\n")  # Table 2 first, then notes and start-up
+    assert sum(line.startswith("| ") for line in table2.splitlines()) == 12  # header + 11
+    startup = next(part for part in more if part.startswith("| Network | Series | load ms"))
+    assert len(startup.splitlines()) == 2 + 11  # header, rule, one row per network
 
 
 def test_bench_interrupted_keeps_measured_models(phones, tmp_path):

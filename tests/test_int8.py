@@ -31,6 +31,7 @@ from mfn_deploy.export.plan import ExportOptions, _validate
 from mfn_deploy.export.stages import INT8_GATE, STAGES
 from mfn_deploy.face.calibration import calibration_dir, int8_calibration
 from mfn_deploy.images import load_image, sample_photos
+from mfn_deploy.metrics import best_threshold
 from mfn_deploy.native import local_command
 from mfn_deploy.runtime import cached_export
 
@@ -44,9 +45,22 @@ def fp32():
     return d, manifest, InputSpec.from_manifest(manifest), pair
 
 
+def _holdout_pairs(holdout: np.ndarray) -> int8.Pairs:
+    """A cheap pairs set from the held-out faces (face k, mirror k+1): genuine face vs
+    its mirror, impostor face vs the next face. The real set (``real_pairs``) takes
+    MTCNN over 54 photos; the gate's arithmetic is the same."""
+    faces = len(holdout) // 2
+    a = [2 * i for i in range(faces)] + [2 * i for i in range(faces - 1)]
+    b = [2 * i + 1 for i in range(faces)] + [2 * i + 2 for i in range(faces - 1)]
+    same = np.arange(len(a)) < faces
+    return int8.Pairs(holdout, np.array(a), np.array(b), same, {"source": "held-out pairs"})
+
+
 @pytest.fixture(scope="session")
 def calibration(fp32):
-    return int8_calibration(None, fp32[2])
+    data = int8_calibration(None, fp32[2], pairs=False)
+    data.pairs = _holdout_pairs(data.holdout)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +99,36 @@ def test_int8_model_loads_and_meets_the_gate(fp32, calibration, quantized):
     assert marked == set(table) and len(table) == report["layers_int8"]
     assert not marked & set(report["layers_fp32"]["auto"])
     assert quantized["bin"].stat().st_size < fp32[3][1].stat().st_size
+
+
+def test_gate_counts_no_decision_flips(fp32, calibration, quantized):
+    """The gate's third line, recomputed: fp32's best threshold on the pairs, then the
+    verify/reject decisions of the written int8 model against fp32's."""
+    assert INT8_GATE.flips_max == 0
+    pairs, blobs = calibration.pairs, fp32[1]["ncnn_blobs"]
+    ref = pairs.scores(ncnn_runner(*fp32[3], blobs)(pairs.images))
+    out = ncnn_runner(quantized["param"], quantized["bin"], blobs, packing=False)(pairs.images)
+    threshold = best_threshold(ref, pairs.same)
+    flips = int(np.sum((pairs.scores(out) >= threshold) != (ref >= threshold)))
+    p = quantized["report"]["pairs"]
+    assert (p["flips"], p["n"], p["threshold"]) == (flips, len(pairs.same), threshold)
+    assert flips == 0 and "pair decisions flip" in int8.format_sensitivity(quantized["report"])
+    m = compare(out[:2], out[:2])
+    assert INT8_GATE.passes(m, 0) and not INT8_GATE.passes(m, 1) and INT8_GATE.passes(m)
+
+
+def test_decision_flips_fail_the_gate_and_write_nothing(fp32, calibration, tmp_path, monkeypatch):
+    """All layers int8 on untrained weights moves the embedding far enough to flip pairs:
+    with the cosine lines at 0, the flips alone fail the gate; nothing is written."""
+    monkeypatch.setattr(int8, "SENSITIVITY_FACES", 1)
+    request = int8.Int8Request(calibration)
+    gate = int8.Gate(cos_mean_min=0.0, cos_min=0.0, flips_max=0)
+    out = (tmp_path / "m.param", tmp_path / "m.bin", tmp_path / "m.table")
+    with pytest.raises(int8.Int8GateError, match="pair decisions flipped") as e:
+        int8.quantize(fp32[3], fp32[1]["ncnn_blobs"], request, gate, out)
+    report = e.value.report
+    assert report["pairs"]["flips"] > 0 and not report["passed"]
+    assert "\n" not in str(e.value) and not list(tmp_path.iterdir())
 
 
 def test_sensitivity_report_ranks_every_layer(fp32, quantized):
@@ -283,14 +327,15 @@ def test_host_runner_reproduces_ncnn_python(fp32, calibration, quantized, tmp_pa
 
 @pytest.fixture(scope="session")
 def all_int8(fp32, calibration, tmp_path_factory) -> dict:
-    """Every layer int8 (fails the gate on untrained weights; exact to run, though)."""
-    model = read_model(*fp32[3])
-    layers = int8.quantizable(model)
-    table = int8.make_table(layers, *fp32[3], "in0", calibration.calib[:4], "kl")
+    """Every layer int8 (fails the gate on untrained weights; exact to run, though):
+    the benchmarks' ungated library call."""
     out = tmp_path_factory.mktemp("all_int8")
-    paths = {"param": out / "all.param", "bin": out / "all.bin"}
-    write_model(int8.int8_model(model, table), paths["param"], paths["bin"])
-    return paths
+    paths = (out / "all.param", out / "all.bin", out / "all.table")
+    blobs = fp32[1]["ncnn_blobs"]
+    table = int8.quantize_ungated(fp32[3], blobs, calibration.calib[:4], paths)
+    assert set(table) == {layer.name for layer in int8.quantizable(read_model(*fp32[3]))}
+    assert int8.read_table(paths[2]).keys() == table.keys()
+    return {"param": paths[0], "bin": paths[1]}
 
 
 @needs_runner("arm64-v8a")

@@ -195,6 +195,32 @@ def tiny_model(tmp_path_factory) -> dict:
     }
 
 
+class WideNet(torch.nn.Module):
+    """Milliseconds per inference (tens of MAdds per layer) at the tiny model's input, so
+    per-layer times are far above the profiler's per-call cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        layers = [nn.Conv2d(C, 64, 3, 1, 1), nn.PReLU(64)]
+        for _ in range(3):
+            layers += [nn.Conv2d(64, 64, 3, 1, 1), nn.PReLU(64)]
+        layers += [nn.Conv2d(64, 64, (H, W), groups=64, bias=False)]  # GDC: to 1x1
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, EMBEDDING_DIM)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.body(x), 1))
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("wide_model")
+    torch.manual_seed(0)
+    _, param, bin_ = export_and_convert(WideNet().eval(), out)
+    return {"param": param, "bin": bin_}
+
+
 # --- numerical parity --------------------------------------------------------
 
 
@@ -275,7 +301,97 @@ def test_json_contract(tiny_model):
         "dump": None,
         "input_blob": "in0",
         "output_blob": "out0",
+        "pace_ms": 0,
+        "profile": False,
     }
+    assert result["profile"] is None
+
+
+# --- start-up, memory, per-layer profile, pacing (issue 15) -------------------
+
+
+@pytest.mark.parametrize("prefix", RUNNERS[:2])
+def test_load_cold_and_peak_memory(prefix, tiny_model):
+    result = run_ok([*prefix, *bench_args(tiny_model, "--warmup", "0", "--loops", "2")])
+    for key in ("load_ms_param", "load_ms_bin", "cold_ms"):
+        assert isinstance(result[key], float), key
+        assert result[key] >= 0, key
+    # load_ms stays the whole load: the two parts, as printed (4 decimals each).
+    assert result["load_ms"] == pytest.approx(
+        result["load_ms_param"] + result["load_ms_bin"], abs=2e-4
+    )
+    assert result["cold_ms"] > 0
+    assert len(result["times_ms"]) == 2  # the cold run is not among the timed runs
+    assert isinstance(result["peak_rss_kb"], int)
+    assert result["peak_rss_kb"] > 0
+    assert 0 < result["load_peak_rss_kb"] <= result["peak_rss_kb"]
+
+
+@needs_host
+def test_cold_run_also_with_zero_loops(tiny_model):
+    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, "--loops", "0", "--warmup", "0")])
+    assert result["cold_ms"] > 0
+    assert result["peak_rss_kb"] > 0
+
+
+@needs_host
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_profile_rows_sum_to_the_whole_inference(wide_model, threads):
+    loops = 5
+    args = ("--threads", threads, "--warmup", "1", "--loops", str(loops), "--profile")
+    result = run_ok([str(HOST_RUNNER), *bench_args(wide_model, *args)])
+    assert result["options"]["profile"] is True
+    profile = result["profile"]
+    assert profile["runs"] == loops
+    layers = profile["layers"]
+    types = {row["type"] for row in layers}
+    assert {"Convolution", "PReLU", "ConvolutionDepthWise", "InnerProduct"} <= types
+    assert "Input" not in types
+    for row in layers:
+        assert set(row) == {"name", "type", "ms", "share"}
+        assert row["ms"] >= 0
+    total = sum(row["ms"] for row in layers)
+    assert total == pytest.approx(profile["layers_ms"], abs=1e-3 + 1e-4 * len(layers))
+    assert sum(row["share"] for row in layers) == pytest.approx(1.0, abs=1e-3)
+    # The rows account for the whole profiled inference (within 10 %).
+    assert abs(total - profile["run_ms"]) <= 0.1 * profile["run_ms"], profile
+    print(f"profile, {threads} thread(s): layers {total:.3f} ms, run {profile['run_ms']:.3f} ms")
+
+
+@needs_host
+def test_profile_on_zero_loops_profiles_one_run(tiny_model):
+    args = ("--loops", "0", "--warmup", "0", "--profile")
+    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, *args)])
+    assert result["profile"]["runs"] == 1
+    assert result["times_ms"] == []
+
+
+@needs_host
+def test_pace_spaces_the_runs(tiny_model):
+    import time
+
+    loops, pace = 5, 30
+    args = ("--warmup", "1", "--loops", str(loops), "--pace-ms", str(pace))
+    start = time.perf_counter()
+    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, *args)])
+    wall_ms = (time.perf_counter() - start) * 1e3
+    assert result["options"]["pace_ms"] == pace
+    # Frame 0 is the cold run, then 1 warm-up and `loops` timed runs, each a frame later.
+    assert result["runs_wall_ms"] >= (1 + loops) * pace
+    assert wall_ms >= loops * pace
+    unpaced = run_ok(
+        [str(HOST_RUNNER), *bench_args(tiny_model, "--warmup", "1", "--loops", str(loops))]
+    )
+    assert unpaced["runs_wall_ms"] < loops * pace  # microseconds per run: the pace is what waits
+
+
+@needs_host
+@pytest.mark.parametrize("value", ["-1", "x", "60001"])
+def test_bad_pace_is_one_line(tiny_model, value):
+    proc = run([str(HOST_RUNNER), *bench_args(tiny_model, "--pace-ms", value)])
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "--pace-ms" in proc.stderr
 
 
 @needs_host

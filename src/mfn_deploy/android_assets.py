@@ -178,10 +178,15 @@ def _ncnn_files(where: str, artifacts: dict, what: str) -> tuple[dict, dict]:
     return param, artifacts["ncnn_bin"]
 
 
-def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
-    """Fill ``app_dir``'s assets with the models; returns the assets manifest."""
+def check_app(app_dir: Path) -> None:
+    """Refuse anything but the Android demo, before any model is exported or read."""
     if not (app_dir / "app" / "build.gradle.kts").is_file():
         raise MfnError(f"{app_dir}: not the Android demo (no app/build.gradle.kts)")
+
+
+def android_assets(export_dir: Path, detector_dir: Path, app_dir: Path) -> dict:
+    """Fill ``app_dir``'s assets with the models; returns the assets manifest."""
+    check_app(app_dir)
     manifest = read_manifest(export_dir)
     detector = read_detector_manifest(detector_dir)
     emb_where, det_where = export_dir / MANIFEST, detector_dir / MANIFEST

@@ -934,7 +934,7 @@ def android_assets_cmd(export_dir: Path | None, detector: Path | None, app: Path
     Replaces APP/app/src/main/assets/models/ atomically and writes assets.json
     there (every file with its sha256). See android-demo/README.md.
     """
-    from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets
+    from mfn_deploy.android_assets import ASSETS_SUBDIR, android_assets, check_app
 
     if app is None:
         # Only a checkout has the demo beside the package: src/mfn_deploy -> repo root.
@@ -943,6 +943,7 @@ def android_assets_cmd(export_dir: Path | None, detector: Path | None, app: Path
             raise MfnError("--app is required: this mfn-deploy is not run from a checkout")
     from mfn_deploy.runtime import cached_pretrained_export, detector_dir
 
+    check_app(app)  # before the defaults below export anything
     if export_dir is None:
         export_dir = cached_pretrained_export(APP_EMBEDDER)
     assets = android_assets(export_dir, detector_dir(detector), app)
@@ -1086,7 +1087,7 @@ def _bench_number(name: str, help_text: str):
     default = BenchOptions.default(name)
     return click.option(
         f"--{name}",
-        type=str if name == "cooldown" else int,
+        type=str if name in ("cooldown", "threads") else int,
         default=default,
         show_default=True,
         help=f"{help_text} [{low:g}..{high:g}]",
@@ -1114,7 +1115,9 @@ def _bench_number(name: str, help_text: str):
     type=click.Path(path_type=Path, file_okay=False),
     help="An export directory instead of --models (repeatable).",
 )
-@_bench_number("threads", "ncnn / runtime threads.")
+@_bench_number(
+    "threads", "ncnn / runtime threads, or a list such as 1,2,4 measured in turn (scaling)."
+)
 @_bench_number("powersave", "ncnn cores: 0 all, 1 little, 2 big.")
 @_bench_number("loops", "Timed runs per model.")
 @_bench_number("warmup", "Untimed runs first.")
@@ -1144,7 +1147,7 @@ def bench(
     serials: tuple[str, ...],
     models: str | None,
     exports: tuple[Path, ...],
-    threads: int,
+    threads: str,
     powersave: int,
     loops: int,
     warmup: int,
@@ -1167,7 +1170,7 @@ def bench(
     results are kept when a phone disconnects or a run dies; the command then exits
     non-zero.
     """
-    from mfn_deploy.bench.options import parse_cooldown
+    from mfn_deploy.bench.options import parse_cooldown, parse_threads
     from mfn_deploy.bench.run import BenchRequest
     from mfn_deploy.bench.run import bench as run_bench
 
@@ -1179,7 +1182,7 @@ def bench(
         serials=serials,
         backends=backends,
         options=BenchOptions(
-            threads=threads,
+            threads=parse_threads(threads),
             powersave=powersave,
             loops=loops,
             warmup=warmup,

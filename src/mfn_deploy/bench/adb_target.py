@@ -83,9 +83,12 @@ def bench_model(
     baseline: dict,
     t: Timing,
     report: Callable[[str, int], None],
+    threads: int | None = None,
 ) -> None:
-    """Benchmark one model, filling ``t`` in place so a disconnect keeps what ran."""
+    """Benchmark one model at ``threads`` (None: the one count of the options), filling
+    ``t`` in place so a disconnect keeps what ran."""
     opts = session.options
+    threads = opts.thread_counts[0] if threads is None else threads
     report("push", 0)
     with tempfile.TemporaryDirectory() as tmp:
         face_file = Path(tmp) / f"{job.name}.face.bin"
@@ -107,7 +110,7 @@ def bench_model(
             if session.stop.is_set():
                 raise StoppedError(f"{dev.serial}: interrupted after {len(t.runs_ms)} runs")
             options = RunnerOptions(
-                threads=opts.threads,
+                threads=threads,
                 powersave=opts.powersave,
                 warmup=opts.warmup if i == 0 else min(1, opts.warmup),
                 loops=n,
@@ -125,9 +128,7 @@ def bench_model(
                 expect_dim=job.reference.size,
             )
             out = _run_chunk(dev, [runner, *args], f"{job.name} chunk {i + 1}/{len(sizes)}")
-            t.runs_ms += out["times_ms"]
-            t.load_ms = out.get("load_ms") if t.load_ms is None else t.load_ms
-            t.ncnn_version = out.get("ncnn_version")
+            t.add_runner_output(out)
             t.cpu_count = {k: out.get(k) for k in ("cpu_count", "big_cpu_count")}
             report("run", len(t.runs_ms))
 
@@ -169,22 +170,24 @@ def bench_device(entry: DeviceResult, jobs: list[ModelJob], session: Session) ->
     try:
         remote = _connect(dev, entry)
         entry.baseline = baseline = snapshot(dev)
-        for i, job in enumerate(jobs, 1):
+        counts = session.options.thread_counts
+        runs = [(job, n) for job in jobs for n in counts]  # a network's counts back to back
+        for i, (job, n) in enumerate(runs, 1):
             if session.stop.is_set():
                 raise StoppedError(f"{entry.serial}: interrupted before {job.name}")
             current = Timing()
-            entry.models.append(ModelResult(**job.describe(session.options.fp16), timing=current))
+            described = job.describe(session.options.fp16)
+            entry.models.append(ModelResult(**described, threads=n, timing=current))
             total = session.options.loops
+            label = job.name if len(counts) == 1 else f"{job.name} ({n} thread{'s' * (n != 1)})"
 
-            def report(phase: str, done: int, i=i, job=job, t=current, total=total) -> None:
+            def report(phase: str, done: int, i=i, label=label, t=current, total=total) -> None:
                 median = float(np.median(t.runs_ms)) if t.runs_ms else None
-                progress = Progress(
-                    entry.serial, job.name, i, len(jobs), done, total, phase, median
-                )
+                progress = Progress(entry.serial, label, i, len(runs), done, total, phase, median)
                 session.on_progress(progress)
 
             try:
-                bench_model(dev, remote, job, session, baseline, current, report)
+                bench_model(dev, remote, job, session, baseline, current, report, n)
                 report("done", len(current.runs_ms))
             except (DeviceLostError, StoppedError):
                 raise

@@ -5,10 +5,14 @@ All get the same thread count, warm-up, loops and the same fixed face input (one
 face per call); each output is compared with host onnxruntime (unoptimised) like on
 a phone. The Python backends are timed per run with ``perf_counter`` around one
 inference call (input already in the runtime's own tensor type and layout, as an
-app would hold it); the runner times itself in C++. ``litert`` times the TFLite file
-itself (``bench/litert.py``: XNNPACK, batch 1), so it needs an export that records
-one: by default it joins the others for such an export; asked for by ``--backends``
-on any other export, it is one line before anything is timed.
+app would hold it); the runner times itself in C++. Start-up: the runner reports
+its load (param, bin), first inference and peak memory; a Python runtime's load is
+building its session or net, and its first call is its cold run. A ``--threads``
+list measures each network at every count in turn, one ``ModelResult`` per count.
+``litert`` times the TFLite file itself (``bench/litert.py``: XNNPACK, batch 1), so
+it needs an export that records one: by default it joins the others for such an
+export; asked for by ``--backends`` on any other export, it is one line before
+anything is timed.
 """
 
 from __future__ import annotations
@@ -69,8 +73,11 @@ def job_backends(job: ModelJob, chosen: Sequence[str] | None) -> tuple[str, ...]
     return tuple(chosen)
 
 
-def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndarray]:
+def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndarray, float]:
+    """Timed runs, the last output, and the first call's ms (cold: it counts as a warm-up)."""
+    t0 = time.perf_counter()
     out = infer()
+    cold_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(max(0, opts.warmup - 1)):
         out = infer()
     times = []
@@ -78,7 +85,7 @@ def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndar
         t0 = time.perf_counter()
         out = infer()
         times.append((time.perf_counter() - t0) * 1e3)
-    return times, np.asarray(out, np.float32).reshape(-1)
+    return times, np.asarray(out, np.float32).reshape(-1), cold_ms
 
 
 def _ncnn_python(job: ModelJob, opts: BenchOptions) -> Infer:
@@ -129,7 +136,7 @@ def _torch(job: ModelJob, opts: BenchOptions) -> Infer:
 PYTHON_BACKENDS = {"ncnn-python": _ncnn_python, "onnxruntime": _onnxruntime, "torch": _torch}
 
 
-def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[list[float], np.ndarray, dict]:
+def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[dict, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         face, dump = Path(tmp) / "face.bin", Path(tmp) / "out.bin"
         write_input(job.face, face)
@@ -146,9 +153,7 @@ def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[list[float], np.nda
             expect_dim=job.reference.size,
         )  # fmt: skip
         proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=1800)
-        out = parse_output(proc, f"{job.name}: host runner")
-        extra = {"load_ms": out.get("load_ms"), "ncnn_version": out.get("ncnn_version")}
-        return out["times_ms"], read_dump(dump), extra
+        return parse_output(proc, f"{job.name}: host runner"), read_dump(dump)
 
 
 class HostTarget:
@@ -172,22 +177,27 @@ class HostTarget:
         entry = DeviceResult("host", backends=[b for b in ALL_HOST_BACKENDS if b in used])
         entry.info = {"model": host["cpu"], "cores": host["cpu_count"]}
         session.results.devices.append(entry)
-        for i, (job, backends) in enumerate(zip(jobs, plan, strict=True), 1):
+        counts = opts.thread_counts
+        # A network's thread counts back to back, so a scaling curve shares one box state.
+        runs = [(job, b, n) for job, b in zip(jobs, plan, strict=True) for n in counts]
+        for i, (job, backends, n) in enumerate(runs, 1):
             total = opts.loops * len(backends)
             timings = {b: Timing() for b in backends}  # RUNNING until measured
-            entry.models.append(ModelResult(**job.describe(opts.fp16), backends=timings))
+            described = job.describe(opts.fp16)
+            entry.models.append(ModelResult(**described, threads=n, backends=timings))
+            name = job.name if len(counts) == 1 else f"{job.name} ({n} thread{'s' * (n != 1)})"
             done = 0
             for backend, t in timings.items():
-                label = f"{job.name} [{backend}]"
-                session.on_progress(Progress("host", label, i, len(jobs), done, total, "run"))
+                label = f"{name} [{backend}]"
+                session.on_progress(Progress("host", label, i, len(runs), done, total, "run"))
                 try:
-                    self._measure(backend, job, opts, t)
+                    self._measure(backend, job, opts.with_threads(n), t)
                 except (MfnError, RuntimeError) as e:
                     t.status, t.error = Status.FAILED, str(e)
                     continue
                 done += len(t.runs_ms)
             phase = "done" if entry.models[-1].status == Status.OK else "failed"
-            session.on_progress(Progress("host", job.name, i, len(jobs), done, total, phase))
+            session.on_progress(Progress("host", name, i, len(runs), done, total, phase))
             session.save()
         entry.settle()
 
@@ -195,20 +205,27 @@ class HostTarget:
     def _measure(backend: str, job: ModelJob, opts: BenchOptions, t: Timing) -> None:
         fp16 = opts.fp16
         if backend == "ncnn-runner":
-            times, out, extra = _ncnn_runner(job, opts)
-            t.load_ms, t.ncnn_version = extra["load_ms"], extra["ncnn_version"]
-        elif backend == LITERT:
+            runner_out, out = _ncnn_runner(job, opts)
+            t.add_runner_output(runner_out)
+            t.parity = job.parity(out, fp16)
+            t.status = Status.OK
+            return
+        if backend == LITERT:
             assert job.tflite is not None  # job_backends saw to it
             litert = litert_backend(locate(job.tflite), job.face, opts.threads)
             t.load_ms, t.runtime = litert.load_ms, litert.info
             if opts.cooldown:
                 time.sleep(opts.cooldown)
-            times, out = _time_python(litert.infer, opts)
+            times, out, t.cold_ms = _time_python(litert.infer, opts)
             fp16 = False  # LiteRT computes in fp32 whatever ncnn's --fp16: fp32's tolerance
         else:
+            t0 = time.perf_counter()
+            infer = PYTHON_BACKENDS[backend](job, opts)
+            t.load_ms = round((time.perf_counter() - t0) * 1e3, 4)  # building the session/net
             if opts.cooldown:
                 time.sleep(opts.cooldown)
-            times, out = _time_python(PYTHON_BACKENDS[backend](job, opts), opts)
+            times, out, t.cold_ms = _time_python(infer, opts)
         t.runs_ms = [round(x, 4) for x in times]
+        t.cold_ms = round(t.cold_ms, 4) if t.cold_ms is not None else None
         t.parity = job.parity(out, fp16)
         t.status = Status.OK

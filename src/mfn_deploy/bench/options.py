@@ -6,7 +6,7 @@ at import time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from mfn_deploy.errors import MfnError
 
@@ -34,9 +34,13 @@ ALL_HOST_BACKENDS = HOST_BACKENDS + TFLITE_BACKENDS  # what --backends accepts
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """The protocol of one run (the paper's: 4 threads, big cores); checked on creation."""
+    """The protocol of one run (the paper's: 4 threads, big cores); checked on creation.
 
-    threads: int = 4
+    ``threads`` is one count, or a tuple of counts (``--threads 1,2,4``) that the run
+    measures one after the other, network by network, for a thread-scaling curve.
+    """
+
+    threads: int | tuple[int, ...] = 4
     powersave: int = 2  # ncnn: 0 all cores, 1 little, 2 big (the paper pins big cores)
     loops: int = 50
     warmup: int = 10
@@ -45,14 +49,27 @@ class BenchOptions:
     chunk: int = 10  # runs per runner invocation on the phone (progress granularity)
 
     def __post_init__(self) -> None:
+        counts = self.threads if isinstance(self.threads, tuple) else (self.threads,)
+        if len(set(counts)) != len(counts) or not counts:
+            raise MfnError(f"--threads {_join(counts)}: give each count once")
         for key, (low, high) in LIMITS.items():
+            if key == "threads":
+                for n in counts:
+                    _check(key, n, low, high)
+                continue
             value = getattr(self, key)
             if value is None and key == "cooldown":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise MfnError(f"--{key} {value!r}: expected a number in {low:g}..{high:g}")
-            if not low <= value <= high:
-                raise MfnError(f"--{key} {value!r} out of range {low:g}..{high:g}")
+            _check(key, value, low, high)
+
+    @property
+    def thread_counts(self) -> tuple[int, ...]:
+        """Every thread count the run measures, in the order given."""
+        return self.threads if isinstance(self.threads, tuple) else (self.threads,)
+
+    def with_threads(self, n: int) -> BenchOptions:
+        """The same protocol at one thread count: what a single measurement runs with."""
+        return replace(self, threads=n)
 
     @classmethod
     def default(cls, key: str) -> object:
@@ -62,6 +79,7 @@ class BenchOptions:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["threads"] = list(self.threads) if isinstance(self.threads, tuple) else self.threads
         d["cooldown"] = AUTO if self.cooldown is None else self.cooldown
         return d
 
@@ -72,11 +90,41 @@ class BenchOptions:
         kw |= {k: v for k, v in d.items() if k in known}
         if kw["cooldown"] == AUTO:
             kw["cooldown"] = None
+        if isinstance(kw["threads"], list):
+            kw["threads"] = tuple(kw["threads"])
         # A results file records what ran; reading it does not judge it again.
         options = object.__new__(cls)
         for key, value in kw.items():
             object.__setattr__(options, key, value)
         return options
+
+
+def _check(key: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MfnError(f"--{key} {value!r}: expected a number in {low:g}..{high:g}")
+    if not low <= value <= high:
+        raise MfnError(f"--{key} {value!r} out of range {low:g}..{high:g}")
+
+
+def _join(counts: tuple[int, ...]) -> str:
+    return ",".join(str(n) for n in counts)
+
+
+def parse_threads(text: str | int) -> int | tuple[int, ...]:
+    """``--threads``: one count (``4``) or a comma-separated list (``1,2,4``); the bounds
+    are checked by BenchOptions."""
+    if isinstance(text, int):
+        return text
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        counts = tuple(int(p) for p in parts)
+    except ValueError:
+        raise MfnError(f"--threads {text!r}: expected a count or a list such as 1,2,4") from None
+    return counts[0] if len(counts) == 1 else counts
+
+
+def format_threads(threads: int | tuple[int, ...]) -> str:
+    return _join(threads) if isinstance(threads, tuple) else str(threads)
 
 
 def parse_cooldown(text: str | float | None) -> float | None:

@@ -6,7 +6,11 @@ with a TFLite source; a network not timed in a backend shows ``—``). Cells are
 ``median ± half the interquartile range`` in ms; the ratio column divides by
 MobileFaceNet's median in the same series, like the paper's relative speed. Below
 the notes, each host run gets a second table: every runtime's median divided by the
-ncnn runner's for the same network in the same run. Marks: ``†`` throttled, ``‡``
+ncnn runner's for the same network in the same run. Then start-up: load time (the
+runner's param and bin apart), the first inference (cold) against the warm median,
+and the runner's peak resident memory; and for a ``--threads 1,2,4`` run (one
+column per count) the thread-scaling table: median per count and speed-up over the
+first count. Marks: ``†`` throttled, ``‡``
 incomplete, interrupted or failed (partial data). A column from an interrupted run
 says ``(partial)``. Two columns that would read the same (two results files of the
 same phone or the same host backend) are told apart by their file's name.
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfn_deploy.bench.options import format_threads
 from mfn_deploy.bench.results import ModelResult, Results, Status, Timing, load_results
 from mfn_deploy.errors import MfnError
 from mfn_deploy.files import atomic_write
@@ -34,16 +39,30 @@ class Column:
     timings: dict[str, Timing]  # model name -> its timing in this series
 
 
+def _threads(results: Results, m: ModelResult) -> int:
+    """The thread count a model record ran at (older files: the run's one count)."""
+    return m.threads if m.threads is not None else results.options.thread_counts[0]
+
+
+def _plural(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def _series(results: Results) -> list[tuple[str, dict[str, Timing]]]:
-    """(label, {model name: timing}) for every measured series of one results file."""
+    """(label, {model name: timing}) for every measured series of one results file; a
+    run over several thread counts has one series per count."""
+    counts = results.options.thread_counts
     out = []
     for d in results.devices:
-        if results.target == "host":
-            for b in d.backends or []:
-                out.append((f"host {b}", {m.name: m.series(b) for m in d.models}))
-        else:
-            name = (d.info or {}).get("model") or "?"
-            out.append((f"{name} [{d.serial}]", {m.name: m.timing for m in d.models}))
+        for n in counts:
+            models = [m for m in d.models if _threads(results, m) == n]
+            suffix = f", {_plural(n)}" if len(counts) > 1 else ""
+            if results.target == "host":
+                for b in d.backends or []:
+                    out.append((f"host {b}{suffix}", {m.name: m.series(b) for m in models}))
+            else:
+                name = (d.info or {}).get("model") or "?"
+                out.append((f"{name} [{d.serial}]{suffix}", {m.name: m.timing for m in models}))
     return out
 
 
@@ -118,10 +137,115 @@ class Table2:
             cooldown = "auto" if o.cooldown is None else f"{o.cooldown:g}"
             notes.append(
                 f"{source}: {r.target} run {r.created}{' (partial)' if r.partial else ''}: "
-                f"threads {o.threads}, powersave {o.powersave}, warmup {o.warmup}, loops "
-                f"{o.loops}, cooldown {cooldown}, fp16 {'on' if o.fp16 else 'off'}; {where}"
+                f"threads {format_threads(o.threads)}, powersave {o.powersave}, "
+                f"warmup {o.warmup}, loops {o.loops}, cooldown {cooldown}, "
+                f"fp16 {'on' if o.fp16 else 'off'}; {where}"
             )
-        return "\n".join(lines + notes + self.runner_ratios()) + "\n"
+        more = self.runner_ratios() + self.startup() + self.scaling()
+        return "\n".join(lines + notes + more) + "\n"
+
+    def _records(self, r: Results):
+        """(series label, model, timing) of one results file, every record that ran."""
+        several = len(r.options.thread_counts) > 1
+        for d in r.devices:
+            phone = f"{(d.info or {}).get('model') or '?'} [{d.serial}]"
+            where = "host" if r.target == "host" else phone
+            for m in d.models:
+                parts = (
+                    [(b, m.series(b)) for b in d.backends or []]
+                    if m.timing is None
+                    else [(None, m.timing)]
+                )
+                for b, t in parts:
+                    if t is None:
+                        continue
+                    label = where + (f" {b}" if b else "")
+                    label += f", {_plural(_threads(r, m))}" if several else ""
+                    yield label, m, t
+
+    def startup(self) -> list[str]:
+        """Load, first (cold) inference and peak memory, wherever a runtime reported them."""
+        header = [
+            "Network", "Series", "load ms (param + bin)", "cold ms", "warm median ms",
+            "cold / warm", "peak RSS MB (after load)",
+        ]  # fmt: skip
+        rows = []
+        for source, r in self.sources:
+            for label, m, t in self._records(r):
+                if t.load_ms is None and t.cold_ms is None and t.peak_rss_kb is None:
+                    continue
+                load = "—" if t.load_ms is None else f"{t.load_ms:.1f}"
+                if t.load_ms_param is not None and t.load_ms_bin is not None:
+                    load += f" ({t.load_ms_param:.1f} + {t.load_ms_bin:.1f})"
+                peak = "—" if t.peak_rss_kb is None else f"{t.peak_rss_kb / 1024:.1f}"
+                if t.load_peak_rss_kb is not None:
+                    peak += f" ({t.load_peak_rss_kb / 1024:.1f})"
+                cold, warm = t.cold_ms, _median(t)
+                rows.append([
+                    m.title or m.name,
+                    label + (f" ({source})" if len(self.sources) > 1 else ""),
+                    load,
+                    "—" if cold is None else f"{cold:.1f}",
+                    "—" if warm is None else f"{warm:.1f}",
+                    _ratio(cold, warm),
+                    peak,
+                ])  # fmt: skip
+        if not rows:
+            return []
+        return [
+            "",
+            "Start-up: load time, the first inference after loading (cold, not among the "
+            "timed runs) and peak resident memory of the runner process (VmHWM; under qemu "
+            "it includes the emulator); Python runtimes: load is building the session.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows],
+        ]
+
+    def curves(self) -> list[tuple[str, Results, list[tuple[str, str, dict[int, float]]]]]:
+        """Per run over several thread counts: (source, results, [(network title, series,
+        {threads: median ms})]), series that measured nothing left out."""
+        out = []
+        for source, r in self.sources:
+            if len(r.options.thread_counts) < 2:
+                continue
+            curves: dict[tuple[str, str], dict[int, float]] = {}
+            titles: dict[str, str] = {}
+            for d in r.devices:
+                series = [(b, b) for b in d.backends or []] or [(None, d.serial)]
+                for m in d.models:
+                    titles[m.name] = m.title or m.name
+                    for b, label in series:
+                        median = _median(m.series(b))
+                        if median is not None:
+                            curves.setdefault((m.name, label), {})[_threads(r, m)] = median
+            out.append((source, r, [(titles[n], label, c) for (n, label), c in curves.items()]))
+        return out
+
+    def scaling(self) -> list[str]:
+        """Per run over several thread counts: median per count and speed-up over the first."""
+        out: list[str] = []
+        for source, r, curves in self.curves():
+            counts = r.options.thread_counts
+            header = ["Network", "Series", *[f"{_plural(n)} ms (speed-up)" for n in counts]]
+            out += [
+                "",
+                f"{source}: thread scaling (powersave {r.options.powersave}; speed-up: "
+                f"{_plural(counts[0])} median / this count's median):",
+                "",
+                "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header),
+            ]
+            for title, label, curve in curves:
+                base = curve.get(counts[0])
+                cells = []
+                for n in counts:
+                    v = curve.get(n)
+                    speedup = f" ({_ratio(base, v)}x)" if base else ""
+                    cells.append("—" if v is None else f"{v:.2f}{speedup}")
+                out.append("| " + " | ".join([title, label, *cells]) + " |")
+        return out
 
     def runner_ratios(self) -> list[str]:
         """Per host run: each runtime's median / the ncnn runner's, network by network."""
@@ -134,18 +258,20 @@ class Table2:
                 if REFERENCE_BACKEND not in (d.backends or []) or not others:
                     continue
                 header = ["Network", f"{REFERENCE_BACKEND} ms", *[f"{b} / runner" for b in others]]
-                threads = r.options.threads
+                counts = r.options.thread_counts
                 out += [
                     "",
                     f"{source}: latency / the ncnn runner's, same network, same run "
-                    f"({threads} thread{'s' if threads != 1 else ''}):",
+                    f"({format_threads(r.options.threads)} thread{'s' if counts != (1,) else ''}):",
                     "",
                     "| " + " | ".join(header) + " |",
                     "|" + "---|" * len(header),
                 ]
                 for m in d.models:
                     ref = _median(m.series(REFERENCE_BACKEND))
-                    row = [m.title or m.name, "—" if ref is None else f"{ref:.2f}"]
+                    title = m.title or m.name
+                    title += f", {_plural(_threads(r, m))}" if len(counts) > 1 else ""
+                    row = [title, "—" if ref is None else f"{ref:.2f}"]
                     row += [_ratio(_median(m.series(b)), ref) for b in others]
                     out.append("| " + " | ".join(row) + " |")
         return out
@@ -176,7 +302,14 @@ class Table2:
         )
         width = 0.8 / len(cols)
         x = np.arange(len(nets))
-        fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(nets) + 2), 5))
+        curves = [(source, c) for source, _, cs in self.curves() for c in cs]
+        width_in = max(8, 1.1 * len(nets) + 2)
+        if curves:  # a --threads list: the scaling curves below the bars
+            # Wide: the curves' legend names network and series.
+            fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(width_in, 15), 10))
+            self._plot_scaling(ax2, curves)
+        else:
+            fig, ax = plt.subplots(figsize=(width_in, 5))
         for i, c in enumerate(cols):
             offset = (i - (len(cols) - 1) / 2) * width
             yerr = spread[i] if spread[i].any() else None  # the paper gives no spread
@@ -192,6 +325,24 @@ class Table2:
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         return fig
+
+    def _plot_scaling(self, ax, curves) -> None:
+        """Speed-up over each curve's first thread count, one line per network and series."""
+        several = len({source for source, _ in curves}) > 1
+        counts: set[int] = set()
+        for source, (title, label, curve) in curves:
+            xs = sorted(curve)
+            base = curve[xs[0]]
+            counts |= set(xs)
+            name = f"{title}, {label}" + (f" ({source})" if several else "")
+            ax.plot(xs, [base / curve[n] for n in xs], marker="o", label=name)
+        ax.plot(sorted(counts), [n / min(counts) for n in sorted(counts)], "k:", label="linear")
+        ax.set_xticks(sorted(counts))
+        ax.set_xlabel("threads")
+        ax.set_ylabel("speed-up over the fewest threads (median)")
+        ax.set_title("Thread scaling")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.grid(alpha=0.3)
 
     def plot(self, png: Path) -> None:
         import matplotlib.pyplot as plt

@@ -13,13 +13,17 @@ Layout, one object per level:
   not every model was measured), ``devices``;
 - ``DeviceResult``: a phone (or the host): serial, status, error, getprop info, runner,
   baseline clocks, ``models``;
-- ``ModelResult``: a network (name, title, params, MAdds, paper ms, export files) and
-  its ``Timing``: on a phone the record itself (flattened), on the host one per runtime
-  under ``backends``;
+- ``ModelResult``: a network (name, title, params, MAdds, paper ms, export files) at
+  one thread count (``threads``; a ``--threads 1,2,4`` run has one record per network
+  and count, absent in older files: the options' count) and its ``Timing``: on a
+  phone the record itself (flattened), on the host one per runtime under ``backends``;
 - ``Timing``: status, error, every run's ms and their summary, parity with host
   onnxruntime, on the host what ran (``runtime``, for litert: delegate, threads,
   input shape, the TFLite file), and on a phone the clocks before/after, cool-down
-  and throttle flag.
+  and throttle flag. Start-up figures where the runtime gives them: load time (the
+  runner: param and bin apart), the first inference after loading (``cold_ms``, not
+  among the runs) and peak resident memory (the runner's VmHWM, after loading and
+  at the end).
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ class Timing:
     runs_ms: list[float] = field(default_factory=list)
     parity: dict | None = None  # vs host onnxruntime: ok, cos, max_abs, rel_l2, tolerance
     load_ms: float | None = None
+    load_ms_param: float | None = None  # the runner: load_ms split into its two files
+    load_ms_bin: float | None = None
+    cold_ms: float | None = None  # the first inference after loading, not in runs_ms
+    load_peak_rss_kb: int | None = None  # the runner's VmHWM after loading
+    peak_rss_kb: int | None = None  # ... and at its end (a phone: the largest of its chunks)
     ncnn_version: str | None = None
     runtime: dict | None = None  # host litert: version, delegate, threads, input, TFLite file
     # On a phone only:
@@ -100,6 +109,18 @@ class Timing:
     throttled: bool | None = None
     throttle_reason: str | None = None
     cpu_count: dict | None = None
+
+    def add_runner_output(self, out: dict) -> None:
+        """One mfn-bench invocation's JSON: its runs, and the start-up figures of the
+        first invocation (a phone's later chunks reload a warm model); peak memory is
+        the largest of them all."""
+        self.runs_ms += out["times_ms"]
+        for key in ("load_ms", "load_ms_param", "load_ms_bin", "cold_ms", "load_peak_rss_kb"):
+            if getattr(self, key) is None:
+                setattr(self, key, out.get(key))
+        peaks = [p for p in (self.peak_rss_kb, out.get("peak_rss_kb")) if p is not None]
+        self.peak_rss_kb = max(peaks) if peaks else None
+        self.ncnn_version = out.get("ncnn_version")
 
     @property
     def median_ms(self) -> float | None:
@@ -134,6 +155,7 @@ class ModelResult:
     madds: int | None = None
     paper_ms: float | None = None
     export: dict = field(default_factory=dict)
+    threads: int | None = None  # None: the run's one --threads count
     timing: Timing | None = None
     backends: dict[str, Timing] | None = None
 
@@ -161,6 +183,8 @@ class ModelResult:
             "paper_ms": self.paper_ms,
             "export": self.export,
         }
+        if self.threads is not None:
+            d["threads"] = self.threads
         if self.timing is not None:
             return d | self.timing.to_dict()
         return d | {

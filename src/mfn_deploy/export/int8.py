@@ -20,7 +20,8 @@ module does their job from the format as ncnn's loaders read it
 
 ``quantize`` is the export stage's work: calibrate, report each layer's effect on
 the embedding when it alone is int8 (the sensitivity report), judge the whole int8
-model on faces that were not used for calibration (the gate), optionally keep the
+model on faces that were not used for calibration and on verification pairs
+(the gate: cosine lines and decision flips against fp32), optionally keep the
 most sensitive layers fp32 until the gate passes (``auto``), and write the files.
 A model that fails the gate is not written.
 """
@@ -48,6 +49,7 @@ from mfn_deploy.export.ncnn_model import (
 )
 from mfn_deploy.export.parity import Metrics, compare
 from mfn_deploy.files import atomic_write
+from mfn_deploy.metrics import best_threshold
 
 METHODS = calibrate.METHODS
 SCALE_TERM = {"Convolution": 2, "ConvolutionDepthWise": 1, "InnerProduct": 2}
@@ -59,13 +61,37 @@ Table = dict[str, tuple[np.ndarray, float]]
 
 @dataclass(frozen=True)
 class Gate:
-    """How close the int8 embedding must stay to the fp32 one, on held-out faces."""
+    """How close the int8 embedding must stay to the fp32 one, on held-out faces, and
+    how many verify/reject decisions of a pairs set may flip against fp32 at the fp32
+    threshold (judged only when the calibration carries pairs: ``Calibration.pairs``)."""
 
     cos_mean_min: float
     cos_min: float
+    flips_max: int = 0
 
-    def passes(self, m: Metrics) -> bool:
-        return m.cos_mean >= self.cos_mean_min and m.cos_min >= self.cos_min
+    def passes(self, m: Metrics, flips: int | None = None) -> bool:
+        cosine = m.cos_mean >= self.cos_mean_min and m.cos_min >= self.cos_min
+        return cosine and (flips is None or flips <= self.flips_max)
+
+
+@dataclass
+class Pairs:
+    """A verification pairs set, aligned above the export (``face.calibration``).
+
+    ``images``: (N, 3, H, W) normalised inputs; pair k is ``images[a[k]]`` against
+    ``images[b[k]]``, the same person when ``same[k]``; ``info``: where it came from.
+    """
+
+    images: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    same: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        e = np.asarray(embeddings, np.float64).reshape(len(self.images), -1)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        return np.sum(e[self.a] * e[self.b], axis=1)
 
 
 @dataclass
@@ -81,6 +107,7 @@ class Calibration:
     holdout: np.ndarray
     info: dict = field(default_factory=dict)
     holdout_names: list[str] = field(default_factory=list)
+    pairs: Pairs | None = None  # the real pairs set: the gate's decision-flip line
 
 
 @dataclass
@@ -95,11 +122,17 @@ class Int8GateError(MfnError):
     """The int8 model missed the gate; carries the stage's report for the CLI to print."""
 
     def __init__(self, report: dict) -> None:
-        h = report["holdout"]
+        h, gate, pairs = report["holdout"], report["gate"], report.get("pairs")
+        flips = (
+            f", {pairs['flips']} of {pairs['n']} pair decisions flipped at the fp32 "
+            f"threshold {pairs['threshold']:.4f} (allowed {gate['flips_max']})"
+            if pairs
+            else ""
+        )
         super().__init__(
             f"int8 gate failed: cosine to fp32 mean {h['cos_mean']:.4f} (needs "
-            f">= {report['gate']['cos_mean_min']}), worst {h['cos_min']:.4f} (needs "
-            f">= {report['gate']['cos_min']}); nothing written"
+            f">= {gate['cos_mean_min']}), worst {h['cos_min']:.4f} (needs "
+            f">= {gate['cos_min']}){flips}; nothing written"
         )
         self.report = report
 
@@ -240,20 +273,46 @@ def make_table(
 
 
 class _Trials:
-    """Runs int8 variants of one model on held-out faces, against its fp32 embeddings."""
+    """Runs int8 variants of one model on held-out faces (and verification pairs, when
+    given), against its fp32 embeddings."""
 
-    def __init__(self, model: NcnnModel, blobs: dict, fp32: tuple[Path, Path], faces: np.ndarray):
-        self.model, self.blobs, self.faces = model, blobs, faces
-        self.reference = ncnn_runner(*fp32, blobs)(faces)
+    def __init__(
+        self,
+        model: NcnnModel,
+        blobs: dict,
+        fp32: tuple[Path, Path],
+        faces: np.ndarray,
+        pairs: Pairs | None = None,
+    ):
+        self.model, self.blobs, self.faces, self.pairs = model, blobs, faces, pairs
+        run = ncnn_runner(*fp32, blobs)
+        self.reference = run(faces)
+        self.threshold: float | None = None
+        if pairs is not None:
+            scores = pairs.scores(run(pairs.images))
+            self.threshold = best_threshold(scores, pairs.same)  # fp32's, on these pairs
+            self.decisions = scores >= self.threshold
         self._dir = tempfile.TemporaryDirectory(prefix="mfn-int8-")
         self.dir = Path(self._dir.name)
 
-    def run(self, table: Table, n: int | None = None) -> Metrics:
-        """The embedding of the model with ``table``'s layers int8 vs fp32, first ``n`` faces."""
+    def _runner(self, table: Table):
         param, binary = self.dir / "trial.param", self.dir / "trial.bin"
         write_model(int8_model(self.model, table), param, binary)
-        out = ncnn_runner(param, binary, self.blobs, packing=False)(self.faces[:n])
+        return ncnn_runner(param, binary, self.blobs, packing=False)
+
+    def run(self, table: Table, n: int | None = None) -> Metrics:
+        """The embedding of the model with ``table``'s layers int8 vs fp32, first ``n`` faces."""
+        out = self._runner(table)(self.faces[:n])
         return compare(out, self.reference[:n])
+
+    def judge(self, table: Table) -> tuple[Metrics, int | None]:
+        """All held-out faces, and the pair decisions that flip against fp32 (None: no pairs)."""
+        run = self._runner(table)
+        m = compare(run(self.faces), self.reference)
+        if self.pairs is None:
+            return m, None
+        decisions = self.pairs.scores(run(self.pairs.images)) >= self.threshold
+        return m, int(np.sum(decisions != self.decisions))
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -261,7 +320,7 @@ class _Trials:
 
 def _fewest_fp32(
     trials: _Trials, table: Table, order: list[str], gate: Gate
-) -> tuple[list[str], Metrics]:
+) -> tuple[list[str], tuple[Metrics, int | None]]:
     """The shortest run of ``order`` (most sensitive first) that, kept fp32, passes.
 
     Bisection over the run's length: about log2(layers) trial models, not one per
@@ -269,15 +328,15 @@ def _fewest_fp32(
     run and passed is returned; if even all-fp32-but-none fails, all are kept.
     """
 
-    def trial(n: int) -> Metrics:
-        return trials.run({k: v for k, v in table.items() if k not in order[:n]})
+    def trial(n: int) -> tuple[Metrics, int | None]:
+        return trials.judge({k: v for k, v in table.items() if k not in order[:n]})
 
     lo, hi = 0, len(order)  # lo fails (checked by the caller); hi: all fp32, taken to pass
     best = None
     while hi - lo > 1:
         mid = (lo + hi) // 2
         m = trial(mid)
-        if gate.passes(m):
+        if gate.passes(*m):
             hi, best = mid, m
         else:
             lo = mid
@@ -310,7 +369,7 @@ def quantize(
     data = request.data
     table = make_table(chosen, *fp32, in_blob, data.calib, request.method)
 
-    trials = _Trials(model, blobs, fp32, data.holdout)
+    trials = _Trials(model, blobs, fp32, data.holdout, data.pairs)
     try:
         sensitivity = []
         for layer in chosen:
@@ -318,10 +377,11 @@ def quantize(
             sensitivity.append({"layer": layer.name, "type": layer.type} | _metrics(m))
         sensitivity.sort(key=lambda r: (r["cos_mean"], r["cos_min"]))
         kept: list[str] = []
-        result = trials.run(table)
-        if request.auto and not gate.passes(result):
+        result, flips = trials.judge(table)
+        if request.auto and not gate.passes(result, flips):
             order = [row["layer"] for row in sensitivity]
-            kept, result = _fewest_fp32(trials, table, order, gate)
+            kept, (result, flips) = _fewest_fp32(trials, table, order, gate)
+        threshold = trials.threshold
     finally:
         trials.close()
     final = {k: v for k, v in table.items() if k not in kept}
@@ -332,11 +392,25 @@ def quantize(
         "31/absmax for regular 3x3 stride-1 convolutions",
         "layers_int8": len(final),
         "layers_fp32": {"skipped": list(request.skip), "auto": kept},
-        "gate": {"cos_mean_min": gate.cos_mean_min, "cos_min": gate.cos_min},
+        "gate": {
+            "cos_mean_min": gate.cos_mean_min,
+            "cos_min": gate.cos_min,
+            "flips_max": gate.flips_max,
+        },
         "holdout": {"n": len(data.holdout), "faces": data.holdout_names} | _metrics(result),
+        "pairs": None
+        if data.pairs is None
+        else {
+            "n": len(data.pairs.same),
+            "genuine": int(np.sum(data.pairs.same)),
+            "images": len(data.pairs.images),
+            "threshold": threshold,
+            "flips": flips,
+        }
+        | data.pairs.info,
         "sensitivity_faces": min(SENSITIVITY_FACES, len(data.holdout)),
         "sensitivity": sensitivity,
-        "passed": gate.passes(result),
+        "passed": gate.passes(result, flips),
     }
     if not report["passed"]:
         raise Int8GateError(report)
@@ -344,6 +418,30 @@ def quantize(
     write_model(int8_model(model, final), param, binary)
     write_table(table_path, final)
     return report
+
+
+def quantize_ungated(
+    fp32: tuple[Path, Path],
+    blobs: dict,
+    calib: np.ndarray,
+    out: tuple[Path, Path, Path],
+    method: str = "kl",
+    skip: tuple[str, ...] = (),
+) -> Table:
+    """Every int8-capable layer but ``skip`` int8, calibrated on ``calib``, with NO gate.
+
+    For cost benchmarks (instruction counts, latency) of networks whose weights are
+    untrained: their int8 embedding cannot meet the gate, and the cost of an int8
+    model does not depend on the weights' values. Never what ``export --int8`` writes.
+    """
+    model = read_model(*fp32)
+    layers = [layer for layer in quantizable(model) if layer.name not in skip]
+    (in_blob,) = blobs["inputs"]
+    table = make_table(layers, *fp32, in_blob, calib, method)
+    param, binary, table_path = out
+    write_model(int8_model(model, table), param, binary)
+    write_table(table_path, table)
+    return table
 
 
 def format_sensitivity(report: dict, top: int | None = None) -> str:
@@ -367,4 +465,11 @@ def format_sensitivity(report: dict, top: int | None = None) -> str:
         f"{h['n']} held-out faces mean {h['cos_mean']:.6f} worst {h['cos_min']:.6f} "
         f"(gate {report['gate']['cos_mean_min']} / {report['gate']['cos_min']})"
     )
+    p = report.get("pairs")
+    if p:
+        lines.append(
+            f"verification: {p['flips']} of {p['n']} pair decisions flip against fp32 at "
+            f"the fp32 threshold {p['threshold']:.4f} (gate: at most "
+            f"{report['gate']['flips_max']})"
+        )
     return "\n".join(lines)

@@ -32,9 +32,10 @@ FP32 = Tolerance(cos_min=0.99999, rel_l2_max=5e-3)
 FP16 = Tolerance(cos_min=0.999, rel_l2_max=5e-2)
 # int8 is judged twice: by parity like every stage (loosely: random inputs are far
 # from what it was calibrated on), and by its own gate on held-out faces, against the
-# fp32 ncnn embedding, before anything is written (``int8.quantize``).
+# fp32 ncnn embedding, and, when the real pairs set is handed down, by the verify/reject
+# decisions on it at the fp32 threshold, before anything is written (``int8.quantize``).
 INT8 = Tolerance(cos_min=0.9, rel_l2_max=0.5)
-INT8_GATE = Gate(cos_mean_min=0.995, cos_min=0.98)
+INT8_GATE = Gate(cos_mean_min=0.995, cos_min=0.98, flips_max=0)
 
 
 @dataclass(frozen=True)

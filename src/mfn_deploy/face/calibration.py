@@ -14,12 +14,18 @@ module does, and hands it arrays (``export.int8.Calibration``).
   rescales of the alignment), 36 inputs; a warning says that is small.
 - The held-out set the int8 gate judges: other LFW faces (from index 10) and their
   mirror images, never calibrated on.
+- The real pairs set (``face.sample_pairs.write_real_pairs``, what ``sample-pairs
+  --real`` writes and ``verify-report`` judges), detected (MTCNN, the largest face)
+  and aligned here: the gate's third line counts the verify/reject decisions int8
+  flips against fp32 on it, at fp32's threshold. Its faces are neither calibrated on
+  nor in the held-out set.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -27,10 +33,12 @@ import numpy as np
 
 from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
-from mfn_deploy.export.int8 import Calibration
+from mfn_deploy.evaluate import load_pairs
+from mfn_deploy.export.int8 import Calibration, Pairs
 from mfn_deploy.face.align import align
 from mfn_deploy.face.detect import detect
 from mfn_deploy.face.mtcnn import torch_nets
+from mfn_deploy.face.sample_pairs import REAL_SET, write_real_pairs
 from mfn_deploy.face.samples import lfw_face
 from mfn_deploy.images import load_image, normalize, sample_photos
 
@@ -100,6 +108,48 @@ def holdout_faces(spec: InputSpec) -> tuple[np.ndarray, list[str]]:
     return np.stack([normalize(c, spec) for c in crops]), names
 
 
+@functools.cache
+def _real_pairs_detected() -> tuple[list, list[tuple[int, int, bool]], int]:
+    """The real pairs set, detected once: [(image, landmarks)], pairs by index, pairs
+    whose images had no face (left out)."""
+    with tempfile.TemporaryDirectory(prefix="mfn-int8-pairs-") as tmp:
+        pairs = load_pairs(write_real_pairs(Path(tmp)), Path(tmp))
+        nets = torch_nets()
+        found, index = [], {}
+        for path in sorted({p.a for p in pairs} | {p.b for p in pairs}):
+            img = load_image(path)
+            faces = detect(img, nets)
+            if faces:
+                best = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                index[path] = len(found)
+                found.append((img, best.landmarks))
+    used = [(index[p.a], index[p.b], p.same) for p in pairs if p.a in index and p.b in index]
+    return found, used, len(pairs) - len(used)
+
+
+def real_pairs(spec: InputSpec) -> Pairs | None:
+    """The real pairs set aligned for ``spec``; None if it lacks genuine or impostor pairs."""
+    found, used, missing = _real_pairs_detected()
+    same = np.array([s for _, _, s in used], bool)
+    if not same.any() or same.all():
+        log.warning("warning: the real pairs set is unusable here; int8 flips are not judged")
+        return None
+    images = np.stack(
+        [normalize(align(img, m, spec.size, spec.template()), spec) for img, m in found]
+    )
+    return Pairs(
+        images,
+        np.array([a for a, _, _ in used]),
+        np.array([b for _, b, _ in used]),
+        same,
+        {
+            "source": "built-in real pairs set (sample-pairs --real)",
+            "photos": REAL_SET,
+            "pairs_without_face": missing,
+        },
+    )
+
+
 def _npy(path: Path, spec: InputSpec) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
@@ -156,8 +206,9 @@ def calibration_dir(folder: Path, spec: InputSpec) -> tuple[np.ndarray, dict]:
     return calib, {"source": str(folder), "files": used, "skipped_no_face": skipped}
 
 
-def int8_calibration(folder: Path | None, spec: InputSpec) -> Calibration:
-    """What ``export --int8`` hands the export: calibration and held-out faces."""
+def int8_calibration(folder: Path | None, spec: InputSpec, pairs: bool = True) -> Calibration:
+    """What ``export --int8`` hands the export: calibration and held-out faces, and
+    (``pairs``) the real pairs set the gate counts decision flips on."""
     if folder is None:
         log.warning(SMALL_SET_WARNING)
         calib, names = builtin_calibration(spec)
@@ -165,4 +216,4 @@ def int8_calibration(folder: Path | None, spec: InputSpec) -> Calibration:
     else:
         calib, info = calibration_dir(folder, spec)  # a bad folder fails before anything slow
     holdout, holdout_names = holdout_faces(spec)
-    return Calibration(calib, holdout, info, holdout_names)
+    return Calibration(calib, holdout, info, holdout_names, real_pairs(spec) if pairs else None)

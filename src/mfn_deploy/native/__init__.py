@@ -70,8 +70,13 @@ class RunnerOptions:
     loops: int = 10
     cooldown: float = 0.0
     fp16: bool = False
+    pace_ms: int = 0  # > 0: runs start at least this far apart, like camera frames
+    profile: bool = False  # per-layer times in the JSON's "profile"
 
     def args(self) -> list[str]:
+        extra = (["--pace-ms", str(self.pace_ms)] if self.pace_ms else []) + (
+            ["--profile"] if self.profile else []
+        )
         return [
             "--threads", str(self.threads),
             "--powersave", str(self.powersave),
@@ -79,6 +84,7 @@ class RunnerOptions:
             "--loops", str(self.loops),
             "--cooldown", f"{self.cooldown:g}",
             "--fp16", "on" if self.fp16 else "off",
+            *extra,
         ]  # fmt: skip
 
 

@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,7 +65,12 @@ const char* const kUsage =
     "  --powersave 0|1|2    0 all cores (leave affinity as inherited), 1 little, 2 big\n"
     "  --warmup N           untimed runs before timing (default 3)\n"
     "  --loops N            timed runs (default 10; 0 only loads and warms up)\n"
-    "  --cooldown SEC       sleep after loading, before warmup (default 0)\n"
+    "  --cooldown SEC       sleep after the cold run, before warmup (default 0)\n"
+    "  --pace-ms N          start runs at least N ms apart, like camera frames (the\n"
+    "                       cold run is frame 0; a run longer than N starts the next\n"
+    "                       frame at once); default 0: back to back\n"
+    "  --profile            after the timed runs, profile max(loops, 1) more runs layer\n"
+    "                       by layer and add \"profile\" to the JSON (see below)\n"
     "  --fp16 on|off        fp16 storage+arithmetic+packed (default off)\n"
     "  --dump FILE          write the last output as raw little-endian float32\n"
     "  --input-blob NAME    default in0 (pnnx naming)\n"
@@ -72,7 +78,17 @@ const char* const kUsage =
     "  --expect-dim N       fail (exit 2) unless the output holds exactly N values,\n"
     "                       e.g. the embedding size of the export's manifest; one\n"
     "                       extra run after loading checks it (default: no check)\n"
-    "  --version, --help\n";
+    "  --version, --help\n"
+    "\n"
+    "Besides the timed runs the JSON holds load_ms_param and load_ms_bin (reading and\n"
+    "preparing each file; load_ms is their sum), cold_ms (the first inference after\n"
+    "loading, which also checks the input shape; not in times_ms), and the process's\n"
+    "peak resident memory (VmHWM) after loading and at the end, in kB.\n"
+    "--profile: ncnn is built without NCNN_BENCHMARK, so each profiled run extracts\n"
+    "every layer's output in execution order with one extractor and times each call;\n"
+    "ncnn keeps what is computed, so each call runs exactly that layer. Layer ms are\n"
+    "means over the profiled runs; share is of their sum; run_ms is the mean wall time\n"
+    "of a whole profiled run, to compare the sum with.\n";
 
 // Where fatal-signal messages go; moved while ncnn's stderr is captured.
 volatile int g_stderr_fd = 2;
@@ -115,6 +131,8 @@ struct Options
     int loops = 10;
     long expect_dim = 0; // 0: no check
     double cooldown = 0.0;
+    long pace_ms = 0; // 0: runs back to back
+    bool profile = false;
     bool fp16 = false;
     std::string input_blob = "in0";
     std::string output_blob = "out0";
@@ -161,6 +179,11 @@ Options parse_args(int argc, char** argv)
         }
         if (a.compare(0, 2, "--") != 0)
             die(2, "unexpected argument '%s' (see --help)", a.c_str());
+        if (a == "--profile") // the one flag without a value
+        {
+            o.profile = true;
+            continue;
+        }
         if (i + 1 >= argc)
             die(2, "%s needs a value (see --help)", a.c_str());
         const char* v = argv[++i];
@@ -175,6 +198,7 @@ Options parse_args(int argc, char** argv)
         else if (a == "--powersave") o.powersave = (int)parse_int("--powersave", v, 0, 2);
         else if (a == "--warmup") o.warmup = (int)parse_int("--warmup", v, 0, 1000000);
         else if (a == "--loops") o.loops = (int)parse_int("--loops", v, 0, 1000000);
+        else if (a == "--pace-ms") o.pace_ms = parse_int("--pace-ms", v, 0, 60000);
         else if (a == "--expect-dim") o.expect_dim = parse_int("--expect-dim", v, 1, 1L << 28);
         else if (a == "--input-blob") o.input_blob = v;
         else if (a == "--output-blob") o.output_blob = v;
@@ -286,23 +310,41 @@ FILE* open_or_die(const std::string& path, const char* what, long long* size)
     return fp;
 }
 
-void load_model(ncnn::Net& net, const Options& o)
+double ms_since(std::chrono::steady_clock::time_point t0)
 {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct LoadTimes
+{
+    double param_ms = 0, bin_ms = 0;
+};
+
+// Each time covers ncnn reading its file: for the param, parsing and creating the
+// layers; for the bin, reading the weights and preparing every layer's kernels
+// (ncnn packs and transforms weights in create_pipeline, during load_model).
+LoadTimes load_model(ncnn::Net& net, const Options& o)
+{
+    LoadTimes times;
     long long param_size = 0, bin_size = 0;
     FILE* param_fp = open_or_die(o.param, "--param", &param_size);
     FILE* bin_fp = open_or_die(o.bin, "--bin", &bin_size);
     if (param_size == 0) die(1, "--param '%s' is empty", o.param.c_str());
 
+    auto t0 = std::chrono::steady_clock::now();
     StderrCapture capture;
     int ret = net.load_param(param_fp);
+    times.param_ms = ms_since(t0);
     std::string why = capture.release();
     fclose(param_fp);
     if (ret != 0)
         die(1, "cannot parse --param '%s' (ncnn: %s)", o.param.c_str(), why.empty() ? "no detail" : why.c_str());
 
+    t0 = std::chrono::steady_clock::now();
     CountingFileReader reader(bin_fp);
     StderrCapture capture2;
     ret = net.load_model(reader);
+    times.bin_ms = ms_since(t0);
     why = capture2.release();
     fclose(bin_fp);
     if (reader.short_read)
@@ -322,6 +364,7 @@ void load_model(ncnn::Net& net, const Options& o)
     if (!has(net.output_names(), o.output_blob))
         die(2, "no output blob '%s' in the param (try --output-blob %s)", o.output_blob.c_str(),
             net.output_names().empty() ? "?" : net.output_names()[0]);
+    return times;
 }
 
 // pnnx does not record the input shape in the .param and ncnn layers trust
@@ -371,9 +414,15 @@ long param_or(const ParamLayer& l, int key, long fallback)
     return it == l.params.end() ? fallback : it->second;
 }
 
-void check_shape_fits_model(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
+// The first inference after loading, timed as cold_ms: what an app pays for its
+// first face (memory for every blob, worker threads starting, cold caches). It
+// also checks the input shape against the model on the way, which costs nothing
+// measurable: an InnerProduct's input is extracted (ncnn keeps it for the rest of
+// the run) and its size compared, and with --expect-dim the output size.
+double cold_run(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
 {
-    for (const ParamLayer& l : read_param_layers(o.param))
+    const std::vector<ParamLayer> layers = read_param_layers(o.param);
+    for (const ParamLayer& l : layers)
     {
         bool conv = l.type == "Convolution" || l.type == "ConvolutionDepthWise";
         if (conv && !l.bottoms.empty() && l.bottoms[0] == o.input_blob)
@@ -386,36 +435,136 @@ void check_shape_fits_model(ncnn::Net& net, const Options& o, const ncnn::Mat& i
                 die(2, "--shape %d,%d,%d does not fit the model: layer '%s' expects %ld input channels", o.w, o.h,
                     o.c, l.name.c_str(), channels);
         }
-        if (l.type == "InnerProduct" && l.bottoms.size() == 1 && param_or(l, 0, 0) > 0)
-        {
-            // InnerProduct keys: 0 num_output, 2 weight size.
-            long expected = param_or(l, 2, 0) / param_or(l, 0, 0);
-            ncnn::Extractor ex = net.create_extractor();
-            ncnn::Mat reaching;
-            if (ex.input(o.input_blob.c_str(), in) != 0 || ex.extract(l.bottoms[0].c_str(), reaching) != 0)
-                die(1, "inference failed before layer '%s'", l.name.c_str());
-            // A 2-D input is a stack of rows that each must hold num_input values.
-            long got = reaching.dims == 2 ? reaching.w : (long)reaching.w * reaching.h * reaching.d * reaching.c;
-            if (got != expected)
-                die(2, "--shape %d,%d,%d does not fit the model: layer '%s' expects %ld values, gets %ld", o.w,
-                    o.h, o.c, l.name.c_str(), expected, got);
-        }
     }
-}
 
-// A shape the layers accept can still be one the model was not made for (a
-// GDConv head on a smaller map gives 4x as many values): compare the output's
-// size with what the caller knows the model gives.
-void check_output_size(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
-{
+    auto t0 = std::chrono::steady_clock::now();
     ncnn::Extractor ex = net.create_extractor();
+    if (ex.input(o.input_blob.c_str(), in) != 0) die(1, "cannot set input blob '%s'", o.input_blob.c_str());
+    for (const ParamLayer& l : layers)
+    {
+        if (l.type != "InnerProduct" || l.bottoms.size() != 1 || param_or(l, 0, 0) <= 0) continue;
+        // InnerProduct keys: 0 num_output, 2 weight size.
+        long expected = param_or(l, 2, 0) / param_or(l, 0, 0);
+        ncnn::Mat reaching;
+        // type 1: the blob as ncnn holds it (packed), so no conversion is timed.
+        if (ex.extract(l.bottoms[0].c_str(), reaching, 1) != 0)
+            die(1, "inference failed before layer '%s'", l.name.c_str());
+        // A 2-D input is a stack of rows that each must hold num_input values.
+        long got = reaching.dims == 2 ? reaching.w
+                                      : (long)reaching.w * reaching.h * reaching.d * reaching.c * reaching.elempack;
+        reaching.release(); // a second reference would make the next in-place layer copy it
+        if (got != expected)
+            die(2, "--shape %d,%d,%d does not fit the model: layer '%s' expects %ld values, gets %ld", o.w, o.h, o.c,
+                l.name.c_str(), expected, got);
+    }
+    // A shape the layers accept can still be one the model was not made for (a
+    // GDConv head on a smaller map gives 4x as many values): compare the output's
+    // size with what the caller knows the model gives.
     ncnn::Mat out;
-    if (ex.input(o.input_blob.c_str(), in) != 0 || ex.extract(o.output_blob.c_str(), out) != 0 || out.empty())
+    if (ex.extract(o.output_blob.c_str(), out) != 0 || out.empty())
         die(1, "inference failed extracting '%s' (input shape wrong for this model?)", o.output_blob.c_str());
+    double ms = ms_since(t0);
     long got = (long)out.w * out.h * out.d * out.c;
-    if (got != o.expect_dim)
+    if (o.expect_dim > 0 && got != o.expect_dim)
         die(2, "--shape %d,%d,%d does not fit the model: output '%s' has %ld values, --expect-dim is %ld", o.w, o.h,
             o.c, o.output_blob.c_str(), got, o.expect_dim);
+    return ms;
+}
+
+// Starts runs at least --pace-ms apart, like frames from a camera: wait() before
+// each run sleeps until the next frame is due; a run that overran its frame lets
+// the next one start at once (the clock restarts from there, frames are not made up).
+class Pacer
+{
+public:
+    explicit Pacer(long pace_ms) : pace_(std::chrono::milliseconds(pace_ms)) {}
+    void wait()
+    {
+        if (pace_.count() == 0) return;
+        auto now = std::chrono::steady_clock::now();
+        if (started_ && now < next_) std::this_thread::sleep_until(next_);
+        else next_ = now;
+        started_ = true;
+        next_ += pace_;
+    }
+
+private:
+    std::chrono::steady_clock::duration pace_;
+    std::chrono::steady_clock::time_point next_;
+    bool started_ = false;
+};
+
+struct LayerTime
+{
+    std::string name, type;
+    double ms = 0;
+};
+
+struct Profile
+{
+    int runs = 0;
+    double run_ms = 0; // mean wall time of a whole profiled run
+    std::vector<LayerTime> layers;
+};
+
+// ncnn here is built without NCNN_BENCHMARK (its own per-layer timer), so layers
+// are timed from outside: one extractor, every layer's first output extracted in
+// execution (param) order. The extractor keeps computed blobs and runs only what is
+// missing, so each call runs exactly one layer, its inputs being ready. type 1
+// skips the unpacking a normal extract does; the reference is dropped at once so
+// the next in-place layer does not copy the blob.
+Profile profile_runs(ncnn::Net& net, const Options& o, const ncnn::Mat& in, Pacer& pacer)
+{
+    Profile p;
+    const std::vector<ncnn::Layer*>& layers = net.layers();
+    std::vector<double> acc(layers.size(), 0.0);
+    p.runs = std::max(o.loops, 1);
+    for (int r = 0; r < p.runs; r++)
+    {
+        pacer.wait();
+        auto t0 = std::chrono::steady_clock::now();
+        ncnn::Extractor ex = net.create_extractor();
+        if (ex.input(o.input_blob.c_str(), in) != 0) die(1, "cannot set input blob '%s'", o.input_blob.c_str());
+        for (size_t i = 0; i < layers.size(); i++)
+        {
+            if (layers[i]->tops.empty() || layers[i]->type == "Input") continue;
+            auto t1 = std::chrono::steady_clock::now();
+            ncnn::Mat m;
+            if (ex.extract(layers[i]->tops[0], m, 1) != 0)
+                die(1, "profiling failed at layer '%s'", layers[i]->name.c_str());
+            m.release();
+            acc[i] += ms_since(t1);
+        }
+        ncnn::Mat out;
+        if (ex.extract(o.output_blob.c_str(), out) != 0 || out.empty())
+            die(1, "inference failed extracting '%s'", o.output_blob.c_str());
+        p.run_ms += ms_since(t0);
+    }
+    p.run_ms /= p.runs;
+    for (size_t i = 0; i < layers.size(); i++)
+    {
+        if (layers[i]->tops.empty() || layers[i]->type == "Input") continue;
+        LayerTime t;
+        t.name = layers[i]->name;
+        t.type = layers[i]->type;
+        t.ms = acc[i] / p.runs;
+        p.layers.push_back(t);
+    }
+    return p;
+}
+
+// Peak (VmHWM) or current (VmRSS) resident memory of this process in kB, from
+// /proc/self/status; the peak falls back to getrusage where /proc is not readable.
+long vm_kb(const char* key)
+{
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    const size_t n = strlen(key);
+    while (std::getline(f, line))
+        if (line.compare(0, n, key) == 0 && line.size() > n && line[n] == ':') return atol(line.c_str() + n + 1);
+    if (strcmp(key, "VmHWM") != 0) return 0;
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0; // kB on Linux
 }
 
 ncnn::Mat make_input(const Options& o)
@@ -508,14 +657,45 @@ std::string json_string(const std::string& s)
     return r + "\"";
 }
 
+// Four decimals by integer arithmetic: glibc's %f costs a value-dependent number
+// of instructions (hundreds per digit), which the emulated instruction counts
+// (benchmarks/arm_instructions.py) would see in every measured time printed.
 std::string json_number(double v)
 {
+    if (!std::isfinite(v)) return "null";
+    long long units = std::llround(std::fabs(v) * 10000.0);
     char buf[64];
-    snprintf(buf, sizeof(buf), "%.4f", v);
+    snprintf(buf, sizeof(buf), "%s%lld.%04lld", v < 0 && units ? "-" : "", units / 10000, units % 10000);
     return buf;
 }
 
-void print_json(const Options& o, const std::vector<double>& ms, const ncnn::Mat& out, double load_ms)
+struct Extras
+{
+    LoadTimes load;
+    double cold_ms = 0;
+    double runs_wall_ms = 0; // from the cold run's start to the end of the last run
+    long load_peak_rss_kb = 0, peak_rss_kb = 0;
+    const Profile* profile = nullptr;
+};
+
+std::string profile_json(const Profile& p)
+{
+    double sum = 0;
+    for (const LayerTime& t : p.layers) sum += t.ms;
+    std::string s = "{\"runs\": " + std::to_string(p.runs) + ", \"run_ms\": " + json_number(p.run_ms) +
+                    ", \"layers_ms\": " + json_number(sum) + ", \"layers\": [";
+    for (size_t i = 0; i < p.layers.size(); i++)
+    {
+        const LayerTime& t = p.layers[i];
+        char share[32];
+        snprintf(share, sizeof(share), "%.5f", sum > 0 ? t.ms / sum : 0.0);
+        s += std::string(i ? "," : "") + "\n    {\"name\": " + json_string(t.name) + ", \"type\": " +
+             json_string(t.type) + ", \"ms\": " + json_number(t.ms) + ", \"share\": " + share + "}";
+    }
+    return s + "]}";
+}
+
+void print_json(const Options& o, const std::vector<double>& ms, const ncnn::Mat& out, const Extras& x)
 {
     std::vector<double> sorted = ms;
     std::sort(sorted.begin(), sorted.end());
@@ -552,17 +732,23 @@ void print_json(const Options& o, const std::vector<double>& ms, const ncnn::Mat
     printf("  \"ncnn_version\": %s,\n", json_string(NCNN_VERSION_STRING).c_str());
     printf("  \"options\": {\"param\": %s, \"bin\": %s, \"input\": %s, \"shape\": [%d, %d, %d], \"seed\": %llu, "
            "\"threads\": %d, \"powersave\": %d, \"warmup\": %d, \"loops\": %d, \"expect_dim\": %s, \"cooldown\": %s, \"fp16\": %s, "
-           "\"dump\": %s, \"input_blob\": %s, \"output_blob\": %s},\n",
+           "\"dump\": %s, \"input_blob\": %s, \"output_blob\": %s, \"pace_ms\": %ld, \"profile\": %s},\n",
            json_string(o.param).c_str(), json_string(o.bin).c_str(),
            o.input.empty() ? "null" : json_string(o.input).c_str(), o.w, o.h, o.c, (unsigned long long)o.seed,
            o.threads, o.powersave, o.warmup, o.loops,
            o.expect_dim ? std::to_string(o.expect_dim).c_str() : "null", json_number(o.cooldown).c_str(), o.fp16 ? "true" : "false",
            o.dump.empty() ? "null" : json_string(o.dump).c_str(), json_string(o.input_blob).c_str(),
-           json_string(o.output_blob).c_str());
+           json_string(o.output_blob).c_str(), o.pace_ms, o.profile ? "true" : "false");
     printf("  \"cpu_count\": %d,\n", ncnn::get_cpu_count());
     printf("  \"big_cpu_count\": %d,\n", ncnn::get_big_cpu_count());
     printf("  \"little_cpu_count\": %d,\n", ncnn::get_little_cpu_count());
-    printf("  \"load_ms\": %s,\n", json_number(load_ms).c_str());
+    printf("  \"load_ms\": %s,\n", json_number(x.load.param_ms + x.load.bin_ms).c_str());
+    printf("  \"load_ms_param\": %s,\n", json_number(x.load.param_ms).c_str());
+    printf("  \"load_ms_bin\": %s,\n", json_number(x.load.bin_ms).c_str());
+    printf("  \"cold_ms\": %s,\n", json_number(x.cold_ms).c_str());
+    printf("  \"runs_wall_ms\": %s,\n", json_number(x.runs_wall_ms).c_str());
+    printf("  \"load_peak_rss_kb\": %ld,\n", x.load_peak_rss_kb);
+    printf("  \"peak_rss_kb\": %ld,\n", x.peak_rss_kb);
     printf("  \"times_ms\": %s,\n", times.c_str());
     printf("  \"min_ms\": %s,\n", stat(n ? sorted.front() : 0).c_str());
     printf("  \"median_ms\": %s,\n", stat(median).c_str());
@@ -570,7 +756,8 @@ void print_json(const Options& o, const std::vector<double>& ms, const ncnn::Mat
     printf("  \"p90_ms\": %s,\n", stat(p90).c_str());
     printf("  \"max_ms\": %s,\n", stat(n ? sorted.back() : 0).c_str());
     printf("  \"std_ms\": %s,\n", stat(std_ms).c_str());
-    printf("  \"output_shape\": %s\n", oshape.c_str());
+    printf("  \"output_shape\": %s,\n", oshape.c_str());
+    printf("  \"profile\": %s\n", x.profile ? profile_json(*x.profile).c_str() : "null");
     printf("}\n");
 }
 
@@ -608,28 +795,48 @@ int main(int argc, char** argv)
     // Read the input before loading so a bad --input fails fast.
     const ncnn::Mat in = make_input(o);
 
-    auto t0 = std::chrono::steady_clock::now();
-    load_model(net, o);
-    double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    check_shape_fits_model(net, o, in);
-    if (o.expect_dim > 0) check_output_size(net, o, in);
+    Extras x;
+    x.load = load_model(net, o);
+    x.load_peak_rss_kb = vm_kb("VmHWM");
+
+    Pacer pacer(o.pace_ms);
+    pacer.wait(); // the cold run is frame 0
+    auto first = std::chrono::steady_clock::now();
+    x.cold_ms = cold_run(net, o, in);
 
     // Let the SoC shed heat from loading (or a previous run) before measuring.
     if (o.cooldown > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.cooldown));
 
     ncnn::Mat out;
-    for (int i = 0; i < o.warmup; i++) run_once(net, o, in, out);
+    for (int i = 0; i < o.warmup; i++)
+    {
+        pacer.wait();
+        run_once(net, o, in, out);
+    }
 
     std::vector<double> ms;
     ms.reserve((size_t)o.loops);
-    for (int i = 0; i < o.loops; i++) ms.push_back(run_once(net, o, in, out));
+    for (int i = 0; i < o.loops; i++)
+    {
+        pacer.wait();
+        ms.push_back(run_once(net, o, in, out));
+    }
+
+    Profile profile;
+    if (o.profile)
+    {
+        profile = profile_runs(net, o, in, pacer);
+        x.profile = &profile;
+    }
+    x.runs_wall_ms = ms_since(first);
+    x.peak_rss_kb = vm_kb("VmHWM");
 
     if (!o.dump.empty())
     {
         if (out.empty()) die(2, "--dump needs at least one run (--warmup or --loops > 0)");
         dump_output(out, o.dump);
     }
-    print_json(o, ms, out, load_ms);
+    print_json(o, ms, out, x);
     // Make sure a full pipe or closed stdout is reported, not silently lost.
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "cannot write to stdout: %s", strerror(errno));
     return 0;
