@@ -11,7 +11,7 @@ import pytest
 
 from cli_forkserver import Client as _ForkserverClient
 from cli_forkserver import ForkserverUnavailableError
-from mfn_deploy.native import EMULATORS, runner_built
+from mfn_deploy.native import EMULATORS, local_command, parse_output, runner_built
 
 # `make test` builds the runners first and sets this: a missing runner is then a failure.
 REQUIRE_NATIVE = os.environ.get("MFN_REQUIRE_NATIVE") == "1"
@@ -28,6 +28,19 @@ def needs_runner(target: str) -> pytest.MarkDecorator:
         reason=f"needs the {target} runner (`make native`)"
         + (f" and {emulator} (apt-get install -y qemu-user)" if emulator else ""),
     )
+
+
+def run_runner(target: str, cpu: str | None, args: list[str], label: str | None = None) -> dict:
+    """One mfn-bench run on this machine (ARM under qemu with CPU model ``cpu``): its
+    parsed JSON; a failed run fails the test with the runner's own message."""
+    proc = subprocess.run(
+        [*local_command(target, cpu), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return parse_output(proc, label or cpu or target)
 
 
 def run_cli(

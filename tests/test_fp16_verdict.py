@@ -21,14 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REQUIRE_NATIVE, needs_runner
+from conftest import REQUIRE_NATIVE, needs_runner, run_runner
 from mfn_deploy.export.backends import onnx_runner
 from mfn_deploy.export.to_ncnn import convert_to_ncnn
 from mfn_deploy.export.to_onnx import export_onnx
 from mfn_deploy.native import (
     RunnerOptions,
-    local_command,
-    parse_output,
     read_dump,
     runner_args,
     write_input,
@@ -115,14 +113,7 @@ def _one_layer_error(tmp_path, width: int, cpu: str, fp16: bool) -> np.ndarray:
         str(param), str(binary), (width, width, 3), opts, str(tmp_path / "in.f32"),
         str(tmp_path / "out.f32"),
     )  # fmt: skip
-    proc = subprocess.run(
-        [*local_command("arm64-v8a", cpu), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    parse_output(proc, cpu)
+    run_runner("arm64-v8a", cpu, args, cpu)
     return np.abs(read_dump(tmp_path / "out.f32").reshape(ref.shape) - ref)
 
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
+from conftest import run_runner
 from mfn_deploy.export.backends import onnx_runner
 from mfn_deploy.export.parity import compare
 from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.models import InputSpec
 from mfn_deploy.native import (
     RunnerOptions,
-    local_command,
-    parse_output,
     read_dump,
     runner_args,
     write_input,
@@ -49,14 +46,7 @@ def test_runner_embedding_of_a_real_face_matches_onnxruntime(
         input_file=str(inp),
         dump=str(dump),
     )
-    proc = subprocess.run(
-        [*local_command(target, cpu), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    result = parse_output(proc, target)
+    result = run_runner(target, cpu, args, target)
     assert result["output_shape"] == [128]
     emb = read_dump(dump)
     m = compare(emb[None], ref[None])
@@ -84,13 +74,6 @@ def test_fp16_arithmetic_on_armv82_is_measured_not_hidden(mfn_export, tmp_path):
         f"{stem}.ncnn.param", f"{stem}.ncnn.bin", (112, 112, 3),
         RunnerOptions(threads=1, warmup=0, loops=1, fp16=True), str(inp), str(dump),
     )  # fmt: skip
-    proc = subprocess.run(
-        [*local_command("arm64-v8a", "cortex-a76"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    parse_output(proc, "arm64 cortex-a76")
+    run_runner("arm64-v8a", "cortex-a76", args, "arm64 cortex-a76")
     m = compare(read_dump(dump)[None], ref[None])
     assert 0.999 <= m.cos_min < 0.99999, m

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_runner, run_cli
+from conftest import needs_runner, run_cli, run_runner
 from mfn_deploy.errors import MfnError
 from mfn_deploy.export.parity import compare
 from mfn_deploy.face.align import aligned_input
@@ -36,8 +35,6 @@ from mfn_deploy.models.mobilefacenet import MOBILEFACENET
 from mfn_deploy.models.trunk import Row, tf_same_padding
 from mfn_deploy.native import (
     RunnerOptions,
-    local_command,
-    parse_output,
     read_dump,
     runner_args,
     write_input,
@@ -411,14 +408,7 @@ def test_the_arm64_runner_computes_litert_s_embedding(
             RunnerOptions(threads=1, warmup=0, loops=1, fp16=fp16),
             str(tmp_path / f"{i}.f32"), str(tmp_path / f"{i}.out"), expect_dim=192,
         )  # fmt: skip
-        proc = subprocess.run(
-            [*local_command("arm64-v8a", cpu), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        parse_output(proc, cpu)
+        run_runner("arm64-v8a", cpu, args, cpu)
         embeddings.append(read_dump(tmp_path / f"{i}.out"))
     m = compare(np.stack(embeddings), reference)
     assert m.cos_min >= cos_min, m
