@@ -39,6 +39,11 @@ class Column:
     timings: dict[str, Timing]  # model name -> its timing in this series
 
 
+def _head(header: list[str]) -> list[str]:
+    """A markdown table's header and rule lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
 def _threads(results: Results, m: ModelResult) -> int:
     """The thread count a model record ran at (older files: the run's one count)."""
     return m.threads if m.threads is not None else results.options.thread_counts[0]
@@ -108,7 +113,7 @@ class Table2:
         header = ["Network", "Params", "MAdds", "Paper SD820 ms", "Paper ratio"]
         for c in cols:
             header += [f"{c.label} ms", "ratio"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = _head(header)
         for m in nets:
             row = [
                 m.title or m.name,
@@ -198,8 +203,7 @@ class Table2:
             "timed runs) and peak resident memory of the runner process (VmHWM; under qemu "
             "it includes the emulator); Python runtimes: load is building the session.",
             "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
+            *_head(header),
             *["| " + " | ".join(row) + " |" for row in rows],
         ]
 
@@ -234,8 +238,7 @@ class Table2:
                 f"{source}: thread scaling (powersave {r.options.powersave}; speed-up: "
                 f"{_plural(counts[0])} median / this count's median):",
                 "",
-                "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header),
+                *_head(header),
             ]
             for title, label, curve in curves:
                 base = curve.get(counts[0])
@@ -264,8 +267,7 @@ class Table2:
                     f"{source}: latency / the ncnn runner's, same network, same run "
                     f"({format_threads(r.options.threads)} thread{'s' if counts != (1,) else ''}):",
                     "",
-                    "| " + " | ".join(header) + " |",
-                    "|" + "---|" * len(header),
+                    *_head(header),
                 ]
                 for m in d.models:
                     ref = _median(m.series(REFERENCE_BACKEND))
