@@ -23,7 +23,6 @@ from pathlib import Path
 from mfn_deploy.contract import InputSpec
 from mfn_deploy.export import int8
 from mfn_deploy.export.manifest import read_manifest
-from mfn_deploy.export.ncnn_model import Layer, read_model
 from mfn_deploy.export.stages import INT8_GATE, ArtifactNames
 from mfn_deploy.face.calibration import builtin_calibration, int8_calibration
 from mfn_deploy.files import cache_root
@@ -37,20 +36,11 @@ _SOURCES = [
 ]
 
 
-def _gdconv(layer: Layer) -> bool:
-    """The global depthwise convolution: a depthwise layer with a 7x7 (or larger) kernel."""
-    return layer.type == "ConvolutionDepthWise" and layer.int_param("1") >= 7
-
-
-def _depthwise_3x3(layer: Layer) -> bool:
-    return layer.type == "ConvolutionDepthWise" and not _gdconv(layer)
-
-
-# variant -> which layers stay fp32
+# variant -> the ``--int8-skip`` group it keeps fp32 (``export.int8.SKIP_GROUPS``)
 BREAKDOWN = {
-    "int8_gdconv_fp32": _gdconv,
-    "int8_dw3x3_fp32": _depthwise_3x3,
-    "int8_depthwise_fp32": lambda layer: layer.type == "ConvolutionDepthWise",
+    "int8_gdconv_fp32": "gdconv",
+    "int8_dw3x3_fp32": "dw3x3",
+    "int8_depthwise_fp32": "depthwise",
 }
 
 
@@ -79,17 +69,15 @@ def int8_models(name: str, breakdown: bool = False) -> dict[str, tuple[Path, Pat
     }
     out = cache_root() / "bench-int8" / f"{export_dir.name}-{_key(export_dir)}"
     out.mkdir(parents=True, exist_ok=True)
-    layers = int8.quantizable(read_model(*fp32))
-    wanted = {"int8": lambda _layer: False}
+    wanted: dict[str, tuple[str, ...]] = {"int8": ()}
     if breakdown:
-        wanted |= BREAKDOWN
+        wanted |= {variant: (group,) for variant, group in BREAKDOWN.items()}
     calib = None
-    for variant, keep in wanted.items():
+    for variant, skip in wanted.items():
         paths = (out / f"{variant}.param", out / f"{variant}.bin", out / f"{variant}.table")
         if not paths[1].is_file():
             if calib is None:
                 calib, _ = builtin_calibration(spec)
-            skip = tuple(layer.name for layer in layers if keep(layer))
             int8.quantize_ungated(fp32, blobs, calib, paths, skip=skip)
         models[variant] = paths[:2]
     if name == TRAINED:

@@ -19,7 +19,7 @@ def test_bench_host_all_backends_agree(tmp_path):
     from mfn_deploy.bench.options import BenchOptions
     from mfn_deploy.bench.run import run_bench
 
-    jobs = prepare_jobs(["mobilefacenet_96x96"], [], fp16=False)
+    jobs = prepare_jobs(["mobilefacenet_96x96"], [])
     seen = []
     opts = BenchOptions(threads=1, powersave=0, warmup=1, loops=3, cooldown=0)
     typed = run_bench(HostTarget(), jobs, opts, tmp_path / "host.json", on_progress=seen.append)
@@ -65,6 +65,63 @@ def test_bench_rejects_bad_options(tmp_path):
     assert proc.returncode == 1 and "--cooldown 'soon'" in proc.stderr
     proc = run_cli("report", tmp_path / "missing.json")
     assert proc.returncode == 1 and "no such results file" in proc.stderr
+
+
+def test_bench_host_int8_pretrained_cli(tmp_path):
+    """--pretrained --int8 on the host: the ncnn runtimes time the int8 pair (parity to
+    host fp32 and to the same int8 files), onnxruntime the fp32 ONNX at fp32's tolerance;
+    --profile puts the runner's layers into the results and the report."""
+    out = tmp_path / "int8.json"
+    proc = run_cli(
+        "bench", "--target", "host", "--pretrained", "mobilefacenet_tf", "--int8",
+        "--backends", "ncnn-runner,ncnn-python,onnxruntime", "--threads", "1", "--loops", "2",
+        "--warmup", "1", "--cooldown", "0", "--profile", "--out", out,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (m,) = json.loads(out.read_text())["devices"][0]["models"]
+    assert m["export"]["param"] == "mobilefacenet_tf.int8.ncnn.param"
+    for backend in ("ncnn-runner", "ncnn-python"):
+        parity = m["backends"][backend]["parity"]
+        assert parity["ok"] and parity["cos"] < 0.9999 and parity["int8_files"]["ok"], parity
+    onnx = m["backends"]["onnxruntime"]["parity"]
+    assert onnx["ok"] and onnx["tolerance"]["cos_min"] == 0.99999 and "int8_files" not in onnx
+    assert m["backends"]["ncnn-runner"]["profile"]["layers"]
+    assert "profile" not in m["backends"]["ncnn-python"]  # the runner profiles, not Python
+    assert "cos to host int8 (same files)" in proc.stdout
+    assert "Slowest layers" in proc.stdout
+
+
+def test_bench_int8_refusals_are_one_line(tmp_path):
+    out = tmp_path / "x.json"
+    for args, message in (
+        (["--models", "mobilefacenet", "--int8"], "default weights are untrained"),
+        (["--pretrained", "mobilefacenet_tf", "--int8", "--fp16", "on"], "leave --fp16 off"),
+        (["--models", "mobilefacenet", "--pace-ms", "-1"], "--pace-ms -1 out of range"),
+        (["--export", tmp_path, "--int8"], "manifest.json"),
+    ):
+        proc = run_cli("bench", "--target", "host", *args, "--out", out)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1 and len(errors) == 1 and message in errors[0], proc.stderr
+        assert not out.exists()
+
+
+def test_pace_spaces_python_runs():
+    """--pace-ms on a Python runtime: each call starts at least that long after the last."""
+    import itertools
+    import time
+
+    from mfn_deploy.bench.host import _time_python
+    from mfn_deploy.bench.options import BenchOptions
+
+    starts = []
+
+    def infer():
+        starts.append(time.perf_counter())
+        return [0.0]
+
+    times, _, _ = _time_python(infer, BenchOptions(warmup=2, loops=3, pace_ms=30))
+    assert len(starts) == 5 and len(times) == 3  # cold + one more warm-up + 3 timed
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.030
 
 
 # --- typed results, "nothing lost", bounds, report ------------------------------------

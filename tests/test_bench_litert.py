@@ -124,7 +124,7 @@ def test_litert_at_batch_one_matches_the_unmodified_file(pretrained_fp32_export)
     from mfn_deploy.bench.litert import litert_backend, locate
     from mfn_deploy.pretrained.litert import litert_runner
 
-    job = load_job(pretrained_fp32_export, fp16=False)
+    job = load_job(pretrained_fp32_export)
     path = locate(job.tflite)
     ours = np.asarray(litert_backend(path, job.face, threads=2).infer()).reshape(1, -1)
     file_output = litert_runner(path)(job.face[None])

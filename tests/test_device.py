@@ -60,7 +60,7 @@ def phones(tmp_path, monkeypatch):
 def jobs():
     from mfn_deploy.bench.jobs import prepare_jobs
 
-    return prepare_jobs(["mobilefacenet"], [], fp16=False)
+    return prepare_jobs(["mobilefacenet"], [])
 
 
 def _opts(**kw):
@@ -233,7 +233,7 @@ def test_model_name_with_shell_metacharacters(phones, jobs, tmp_path):
         meta["file"] = renamed
     (dst / "manifest.json").write_text(json.dumps(manifest))
 
-    results = bench_adb(["p1"], [load_job(dst, fp16=False)], _opts(loops=1), tmp_path / "r.json")
+    results = bench_adb(["p1"], [load_job(dst)], _opts(loops=1), tmp_path / "r.json")
     (m,) = results.to_dict()["devices"][0]["models"]
     assert m["status"] == "ok" and m["parity"]["ok"], m
     tmp = root / "p1/data/local/tmp"
@@ -285,6 +285,38 @@ def test_bench_thread_list_on_a_phone_and_report(phones, jobs, tmp_path):
     assert "| MobileFaceNet | Fake SD820 p1 [p1], 1 thread | " in proc.stdout  # start-up
     assert "| MobileFaceNet | p1 | " in proc.stdout  # thread scaling
     assert "threads 1,2, powersave 0" in proc.stdout
+
+
+def test_bench_int8_on_a_phone_with_profile_and_pace(phones, tmp_path):
+    """The trained model's int8 pair on the fake phone: parity against host fp32 and
+    against host ncnn on the same files, the per-layer profile, paced runs, the report."""
+    from mfn_deploy.bench.jobs import prepare_jobs
+
+    (job,) = prepare_jobs([], [], "int8", pretrained=["mobilefacenet_tf"])
+    assert job.param.name == "mobilefacenet_tf.int8.ncnn.param"
+    phones(phone("p1"))
+    out = tmp_path / "int8.json"
+    opts = _opts(int8=True, loops=2, chunk=1, profile=True, pace_ms=20)
+    results = bench_adb(["p1"], [job], opts, out)
+    (d,) = results.to_dict()["devices"]
+    (m,) = d["models"]
+    assert d["status"] == "ok" and m["status"] == "ok", d
+    assert m["export"]["precision"] == "int8" and results.options.precision == "int8"
+    parity = m["parity"]
+    assert parity["ok"] and 0.98 <= parity["cos"] < 0.9999, parity  # int8, not fp32
+    assert parity["int8_files"]["ok"] and parity["int8_files"]["cos"] >= 0.999, parity
+    profile = m["profile"]  # from the last chunk only, profiling max(loops, 1) runs
+    assert profile["runs"] == 1 and len(profile["layers"]) > 50
+    assert {"Convolution", "ConvolutionDepthWise", "PReLU"} <= {
+        r["type"] for r in profile["layers"]
+    }
+    proc = run_cli("report", out, "--png", tmp_path / "int8.png")
+    assert proc.returncode == 0, proc.stderr
+    assert "int8, pace 20 ms" in proc.stdout
+    assert "| MobileFaceNet (TensorFlow" in proc.stdout and "| yes |" in proc.stdout
+    assert "Per-layer profile, MobileFaceNet (TensorFlow" in proc.stdout
+    assert "| ConvolutionDepthWise | 17 |" in proc.stdout  # the dw row, 15 bottlenecks, GDConv
+    assert (tmp_path / "int8.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bench_disconnect_keeps_partial_results(phones, tmp_path):

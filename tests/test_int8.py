@@ -244,9 +244,29 @@ def test_calibration_is_deterministic_and_eq_no_worse_than_kl(fp32, calibration)
 
 def test_unknown_skipped_layer_is_one_line(fp32, calibration, tmp_path):
     request = int8.Int8Request(calibration, skip=("conv_99",))
-    with pytest.raises(MfnError, match="no int8-capable layer conv_99") as e:
+    with pytest.raises(MfnError, match="no int8-capable layer or group conv_99") as e:
         int8.quantize(fp32[3], fp32[1]["ncnn_blobs"], request, INT8_GATE, (tmp_path / "x",) * 3)
     assert "\n" not in str(e.value) and not list(tmp_path.iterdir())
+
+
+def test_skip_groups_keep_those_layers_fp32(fp32, calibration, tmp_path):
+    layers = int8.quantizable(read_model(*fp32[3]))
+    depthwise = {layer.name for layer in layers if layer.type == "ConvolutionDepthWise"}
+    gdconv = {layer.name for layer in layers if int8.SKIP_GROUPS["gdconv"](layer)}
+    assert len(gdconv) == 1 and len(depthwise) == 17  # the dw row, 15 bottlenecks, GDConv
+    blobs, paths = fp32[1]["ncnn_blobs"], (tmp_path / "p", tmp_path / "b", tmp_path / "t")
+    table = int8.quantize_ungated(fp32[3], blobs, calibration.calib[:2], paths, skip=("depthwise",))
+    assert set(table) == {layer.name for layer in layers} - depthwise
+    rows = [line.split() for line in paths[0].read_text().splitlines()[2:]]
+    marked = {r[1] for r in rows if any(token.startswith("8=") for token in r)}
+    fp32_in_file = (table.keys() | depthwise) - marked
+    assert fp32_in_file == depthwise  # the file marks every other one int8 (8=)
+    # a group and a name together, expanded in model order
+    first_conv = layers[0].name
+    skip = int8.expand_skip(layers, ("gdconv", first_conv))
+    assert skip == (first_conv, *gdconv)
+    with pytest.raises(MfnError, match="groups: depthwise, dw3x3, gdconv"):
+        int8.expand_skip(layers, ("depthwize",))
 
 
 def test_int8_options_are_validated(tmp_path):

@@ -28,6 +28,7 @@ from mfn_deploy.export import (  # export/__init__ imports nothing: cheap
     DEFAULT_OPSET,
     DEFAULT_PARITY_SEED,
     DEFAULT_RANDOM_INPUTS,
+    INT8_SKIP_GROUPS,
 )
 from mfn_deploy.face.options import ALIASES, BACKENDS, DEFAULT_BACKEND, DetectorConfig, backend_name
 from mfn_deploy.files import atomic_write, write_json
@@ -209,7 +210,13 @@ _random_inputs = click.option(
     show_default=True,
     help="--int8: how activation scales are chosen.",
 )
-@click.option("--int8-skip", metavar="L1,L2", default="", help="--int8: layers kept fp32.")
+@click.option(
+    "--int8-skip",
+    metavar="L1,L2",
+    default="",
+    help="--int8: layers kept fp32, by name or group: "
+    f"{', '.join(INT8_SKIP_GROUPS)} (depthwise: the fastest int8 on ARM).",
+)
 @click.option(
     "--int8-auto", is_flag=True, help="--int8: keep the fewest layers fp32 that pass the gate."
 )
@@ -1086,7 +1093,8 @@ def _bench_number(name: str, help_text: str):
     low, high = LIMITS[name]
     default = BenchOptions.default(name)
     return click.option(
-        f"--{name}",
+        f"--{name.replace('_', '-')}",
+        name,
         type=str if name in ("cooldown", "threads") else int,
         default=default,
         show_default=True,
@@ -1107,6 +1115,11 @@ def _bench_number(name: str, help_text: str):
     "--models",
     metavar="NAME,...",
     help="Registered networks, or 'all' for Table 2 (default weights, exported once, cached).",
+)
+@click.option(
+    "--pretrained",
+    metavar="NAME,...",
+    help="Trained networks (see `pretrained`), exported once and cached (int8: with --int8-auto).",
 )
 @click.option(
     "--export",
@@ -1132,7 +1145,18 @@ def _bench_number(name: str, help_text: str):
     default="on" if BenchOptions.default("fp16") else "off",
     show_default=True,
 )
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Time the int8 pair (export --int8); parity against host fp32 and host int8.",
+)
 @_bench_number("chunk", "Timed runs per runner start on a phone.")
+@_bench_number(
+    "pace_ms", "Start runs at least this many ms apart, like camera frames (0: back to back)."
+)
+@click.option(
+    "--profile", is_flag=True, help="The runner's per-layer times (ms, share) after the timed runs."
+)
 @click.option(
     "--backends",
     metavar="NAME,...",
@@ -1146,6 +1170,7 @@ def bench(
     target: str,
     serials: tuple[str, ...],
     models: str | None,
+    pretrained: str | None,
     exports: tuple[Path, ...],
     threads: str,
     powersave: int,
@@ -1153,7 +1178,10 @@ def bench(
     warmup: int,
     cooldown: str,
     fp16: str,
+    int8: bool,
     chunk: int,
+    pace_ms: int,
+    profile: bool,
     backends: str | None,
     out: Path,
 ) -> None:
@@ -1179,6 +1207,7 @@ def bench(
         target=target,
         models=models,
         exports=exports,
+        pretrained=tuple(n.strip() for n in (pretrained or "").split(",") if n.strip()),
         serials=serials,
         backends=backends,
         options=BenchOptions(
@@ -1188,10 +1217,14 @@ def bench(
             warmup=warmup,
             cooldown=parse_cooldown(cooldown),
             fp16=fp16 == "on",
+            int8=int8,
             chunk=chunk,
+            pace_ms=pace_ms,
+            profile=profile,
         ),
     )
-    prepare = settings.bar(total=len(request.names) + len(exports), desc="preparing models")
+    n_models = len(request.names) + len(request.pretrained) + len(exports)
+    prepare = settings.bar(total=n_models, desc="preparing models")
 
     def on_model(name: str) -> None:
         prepare.set_postfix_str(name)

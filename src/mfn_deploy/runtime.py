@@ -30,6 +30,7 @@ from mfn_deploy.export.manifest import (
     tool_versions,
 )
 from mfn_deploy.export.plan import ExportOptions, export
+from mfn_deploy.face.calibration import int8_calibration
 from mfn_deploy.face.detect import Nets
 from mfn_deploy.face.detector_export import NAMES, cache_key, export_detector
 from mfn_deploy.face.mtcnn import torch_nets
@@ -150,17 +151,28 @@ def cached_export(model: str) -> Path:
     )
 
 
-def cached_pretrained_export(model: str) -> Path:
-    """The catalogue's trained ``model`` exported (fp32 + fp16) once and cached, keyed by
-    the tool versions and the imported checkpoint (whose name carries its own key)."""
+def cached_pretrained_export(model: str, int8: bool = False) -> Path:
+    """The catalogue's trained ``model`` exported (fp32 + fp16; ``int8``: and the int8
+    pair ``export --int8 --int8-auto`` writes, on the built-in calibration set) once and
+    cached, keyed by the tool versions and the imported checkpoint (whose name carries
+    its own key)."""
     ckpt = pretrained_checkpoint(model)
     versions = tool_versions() | {"checkpoint": ckpt.name}
     key = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
+    int8_options = {}
+    if int8:
+        int8_options = {
+            "int8": True,
+            "int8_auto": True,
+            "calibration": lambda spec: int8_calibration(None, spec),
+        }
     return _cached(
-        cache_root() / "exports" / f"{model}-pretrained-{key}",
+        cache_root() / "exports" / f"{model}-pretrained{'-int8' * int8}-{key}",
         read_manifest,
         lambda out: export(
-            ExportOptions(out=out, model=model, checkpoint=ckpt, fp16=True, force=True),
+            ExportOptions(
+                out=out, model=model, checkpoint=ckpt, fp16=True, force=True, **int8_options
+            ),
             faces=face_inputs,
         ),
     )

@@ -116,6 +116,8 @@ def bench_model(
                 loops=n,
                 cooldown=(opts.cooldown or 0.0) if i == 0 else 0.0,
                 fp16=opts.fp16,
+                pace_ms=opts.pace_ms,
+                profile=opts.profile and i == len(sizes) - 1,  # once, after every timed run
             )
             args = runner_args(
                 remote["param"],
@@ -137,7 +139,7 @@ def bench_model(
         t.throttled = t.throttle_reason is not None
         local_dump = Path(tmp) / "out.bin"
         dev.pull(dump, local_dump)
-        t.parity = job.parity(read_dump(local_dump), opts.fp16)
+        t.parity = job.parity(read_dump(local_dump))
     t.status = Status.OK
 
 
@@ -176,7 +178,7 @@ def bench_device(entry: DeviceResult, jobs: list[ModelJob], session: Session) ->
             if session.stop.is_set():
                 raise StoppedError(f"{entry.serial}: interrupted before {job.name}")
             current = Timing()
-            described = job.describe(session.options.fp16)
+            described = job.describe()
             entry.models.append(ModelResult(**described, threads=n, timing=current))
             total = session.options.loops
             label = job.name if len(counts) == 1 else f"{job.name} ({n} thread{'s' * (n != 1)})"

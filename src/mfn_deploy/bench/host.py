@@ -17,6 +17,7 @@ anything is timed.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import tempfile
 import time
@@ -74,17 +75,25 @@ def job_backends(job: ModelJob, chosen: Sequence[str] | None) -> tuple[str, ...]
 
 
 def _time_python(infer: Infer, opts: BenchOptions) -> tuple[list[float], np.ndarray, float]:
-    """Timed runs, the last output, and the first call's ms (cold: it counts as a warm-up)."""
-    t0 = time.perf_counter()
-    out = infer()
-    cold_ms = (time.perf_counter() - t0) * 1e3
-    for _ in range(max(0, opts.warmup - 1)):
+    """Timed runs, the last output, and the first call's ms (cold: it counts as a warm-up).
+    ``--pace-ms``: each call starts at least that long after the previous one started,
+    as the runner spaces them."""
+    pace_s, start = opts.pace_ms / 1e3, -math.inf
+
+    def call() -> tuple[np.ndarray, float]:
+        nonlocal start
+        time.sleep(max(0.0, start + pace_s - time.perf_counter()))
+        start = time.perf_counter()
         out = infer()
+        return out, (time.perf_counter() - start) * 1e3
+
+    out, cold_ms = call()
+    for _ in range(max(0, opts.warmup - 1)):
+        out, _ms = call()
     times = []
     for _ in range(opts.loops):
-        t0 = time.perf_counter()
-        out = infer()
-        times.append((time.perf_counter() - t0) * 1e3)
+        out, ms = call()
+        times.append(ms)
     return times, np.asarray(out, np.float32).reshape(-1), cold_ms
 
 
@@ -147,6 +156,8 @@ def _ncnn_runner(job: ModelJob, opts: BenchOptions) -> tuple[dict, np.ndarray]:
             loops=opts.loops,
             cooldown=opts.cooldown or 0.0,
             fp16=opts.fp16,
+            pace_ms=opts.pace_ms,
+            profile=opts.profile,
         )
         argv = local_command("host") + runner_args(
             str(job.param), str(job.binary), job.shape, options, str(face), str(dump),
@@ -183,7 +194,7 @@ class HostTarget:
         for i, (job, backends, n) in enumerate(runs, 1):
             total = opts.loops * len(backends)
             timings = {b: Timing() for b in backends}  # RUNNING until measured
-            described = job.describe(opts.fp16)
+            described = job.describe()
             entry.models.append(ModelResult(**described, threads=n, backends=timings))
             name = job.name if len(counts) == 1 else f"{job.name} ({n} thread{'s' * (n != 1)})"
             done = 0
@@ -203,11 +214,12 @@ class HostTarget:
 
     @staticmethod
     def _measure(backend: str, job: ModelJob, opts: BenchOptions, t: Timing) -> None:
-        fp16 = opts.fp16
+        # onnxruntime, torch and LiteRT compute in fp32 whichever ncnn pair the job times
+        precision = None if backend.startswith("ncnn") else "fp32"
         if backend == "ncnn-runner":
             runner_out, out = _ncnn_runner(job, opts)
             t.add_runner_output(runner_out)
-            t.parity = job.parity(out, fp16)
+            t.parity = job.parity(out)
             t.status = Status.OK
             return
         if backend == LITERT:
@@ -217,7 +229,6 @@ class HostTarget:
             if opts.cooldown:
                 time.sleep(opts.cooldown)
             times, out, t.cold_ms = _time_python(litert.infer, opts)
-            fp16 = False  # LiteRT computes in fp32 whatever ncnn's --fp16: fp32's tolerance
         else:
             t0 = time.perf_counter()
             infer = PYTHON_BACKENDS[backend](job, opts)
@@ -227,5 +238,5 @@ class HostTarget:
             times, out, t.cold_ms = _time_python(infer, opts)
         t.runs_ms = [round(x, 4) for x in times]
         t.cold_ms = round(t.cold_ms, 4) if t.cold_ms is not None else None
-        t.parity = job.parity(out, fp16)
+        t.parity = job.parity(out, precision)
         t.status = Status.OK

@@ -18,14 +18,14 @@ import numpy as np
 from mfn_deploy.bench.litert import tflite_provenance
 from mfn_deploy.contract import InputSpec
 from mfn_deploy.errors import MfnError
-from mfn_deploy.export.backends import onnx_runner
+from mfn_deploy.export.backends import ncnn_runner, onnx_runner
 from mfn_deploy.export.manifest import read_manifest
-from mfn_deploy.export.parity import compare
-from mfn_deploy.export.stages import STAGES, ArtifactNames
+from mfn_deploy.export.parity import Tolerance, compare
+from mfn_deploy.export.stages import FP16, FP32, INT8_FACE, INT8_SAME_FILES, ArtifactNames
 from mfn_deploy.face.samples import face_inputs
 from mfn_deploy.files import sha256_of
 from mfn_deploy.models import get_spec, names
-from mfn_deploy.runtime import cached_export
+from mfn_deploy.runtime import cached_export, cached_pretrained_export
 from mfn_deploy.stats import model_stats
 
 
@@ -41,13 +41,17 @@ class ModelJob:
     face: np.ndarray  # (3, H, W) float32, normalised
     reference: np.ndarray  # (D,) onnxruntime embedding of ``face``
     stats: dict  # params, madds, paper_ms (None where the network is not registered)
+    precision: str = "fp32"  # which ncnn pair: fp32, fp16 or int8
+    # int8: host ncnn's embedding of ``face`` through the same int8 files (unpacked:
+    # exact int8 arithmetic, as ARM computes it)
+    int8_reference: np.ndarray | None = None
 
     @property
     def tflite(self) -> dict | None:
         """Provenance of the TFLite file the weights came from (None: no litert backend)."""
         return tflite_provenance(self.manifest)
 
-    def describe(self, fp16: bool) -> dict:
+    def describe(self) -> dict:
         tflite = self.tflite
         return {
             "name": self.name,
@@ -59,27 +63,40 @@ class ModelJob:
                 "param_sha256": sha256_of(self.param),
                 "bin": self.binary.name,
                 "bin_sha256": sha256_of(self.binary),
-                "fp16": fp16,
+                "fp16": self.precision == "fp16",
+                "precision": self.precision,
                 "source": self.manifest.get("source", {}).get("kind"),
                 **({"tflite_sha256": tflite["sha256"]} if tflite else {}),
             },
         }
 
-    def parity(self, output: np.ndarray, fp16: bool) -> dict:
-        """A runner's embedding of ``face`` against host onnxruntime's, with export's
-        ncnn tolerance (fp16's when ``fp16``, else fp32's)."""
-        tol = STAGES["ncnn_fp16" if fp16 else "ncnn"].tolerance
-        if output.size != self.reference.size:
-            return {"ok": False, "error": f"{output.size} values, expected {self.reference.size}"}
-        m = compare(output.reshape(1, -1), self.reference.reshape(1, -1))
-        return {
-            "ok": m.within(tol),
-            "cos": m.cos_min,
-            "max_abs": m.max_abs,
-            "rel_l2": m.rel_l2_max,
-            "tolerance": asdict(tol),
-            "reference": "host onnxruntime, unoptimised, same face input",
-        }
+    def parity(self, output: np.ndarray, precision: str | None = None) -> dict:
+        """A runner's embedding of ``face`` against host onnxruntime's (fp32), with the
+        tolerance of the job's precision (``precision`` overrides it: LiteRT computes in
+        fp32 whatever ncnn ran); int8 is also held to host ncnn on the same int8 files."""
+        precision = precision or self.precision
+        tol = {"fp32": FP32, "fp16": FP16, "int8": INT8_FACE}[precision]
+        result = _parity(output, self.reference, tol)
+        result["reference"] = "host onnxruntime fp32, unoptimised, same face input"
+        if precision == "int8" and self.int8_reference is not None and "error" not in result:
+            same = _parity(output, self.int8_reference, INT8_SAME_FILES)
+            same["reference"] = "host ncnn Python, the same int8 files, unpacked"
+            result["int8_files"] = same
+            result["ok"] = result["ok"] and same["ok"]
+        return result
+
+
+def _parity(output: np.ndarray, reference: np.ndarray, tol: Tolerance) -> dict:
+    if output.size != reference.size:
+        return {"ok": False, "error": f"{output.size} values, expected {reference.size}"}
+    m = compare(output.reshape(1, -1), reference.reshape(1, -1))
+    return {
+        "ok": m.within(tol),
+        "cos": m.cos_min,
+        "max_abs": m.max_abs,
+        "rel_l2": m.rel_l2_max,
+        "tolerance": asdict(tol),
+    }
 
 
 def _stats(name: str) -> tuple[str, dict]:
@@ -97,19 +114,22 @@ def _fixed_face(spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(faces[0], dtype=np.float32)
 
 
-def load_job(export_dir: Path, fp16: bool) -> ModelJob:
+def load_job(export_dir: Path, precision: str = "fp32") -> ModelJob:
     manifest = read_manifest(export_dir)
     files = ArtifactNames(manifest["model"])
-    param = export_dir / files.ncnn_param(fp16)
-    binary = export_dir / files.ncnn_bin(fp16)
+    param, binary = (export_dir / name for name in files.ncnn_pair(precision))
     for path in (param, binary, export_dir / files.onnx):
         if not path.is_file():
-            hint = " (export with --fp16)" if fp16 and "fp16" in path.name else ""
+            hint = f" (export with --{precision})" if precision in path.name else ""
             raise MfnError(f"{path}: missing from the export{hint}")
     spec = InputSpec.from_manifest(manifest)
     height, width = spec.size
     face = _fixed_face(spec)
     reference = onnx_runner(export_dir / files.onnx)(face[None])[0]
+    int8_reference = None
+    if precision == "int8":
+        run = ncnn_runner(param, binary, manifest["ncnn_blobs"], packing=False)
+        int8_reference = run(face[None])[0]
     title, stats = _stats(manifest["model"])
     return ModelJob(
         name=manifest["model"],
@@ -122,6 +142,8 @@ def load_job(export_dir: Path, fp16: bool) -> ModelJob:
         face=face,
         reference=np.asarray(reference, np.float32).reshape(-1),
         stats=stats,
+        precision=precision,
+        int8_reference=int8_reference,
     )
 
 
@@ -138,14 +160,33 @@ def model_names(text: str | None) -> list[str]:
 def prepare_jobs(
     models: list[str],
     exports: list[Path],
-    fp16: bool,
+    precision: str = "fp32",
     on_model: Callable[[str], None] = lambda _name: None,
+    pretrained: list[str] = (),  # type: ignore[assignment]
 ) -> list[ModelJob]:
-    if bool(models) == bool(exports):
-        raise MfnError("give either --models NAME,... or --export DIR (one or more), not both")
+    """Jobs for registered networks (default weights), the catalogue's trained models
+    (``pretrained``) and export directories, in that order.
+
+    int8 needs trained weights (the gate judges them): a trained model's int8 export is
+    made once, with ``--int8-auto``; default weights are refused with one line.
+    """
+    if not (models or exports or pretrained):
+        raise MfnError("give --models NAME,..., --pretrained NAME or --export DIR (one or more)")
+    if precision == "int8" and models:
+        raise MfnError(
+            f"--int8 --models {','.join(models)}: default weights are untrained and cannot "
+            "pass the int8 gate; use --pretrained NAME or --export DIR made with export --int8"
+        )
+    sources: list[tuple[str, Callable[[], Path]]] = [
+        *((m, functools.partial(cached_export, m)) for m in models),
+        *(
+            (p, functools.partial(cached_pretrained_export, p, int8=precision == "int8"))
+            for p in pretrained
+        ),
+        *((str(e), functools.partial(lambda e: e, e)) for e in exports),
+    ]
     jobs = []
-    for source in [*models, *exports]:
-        on_model(str(source) if isinstance(source, Path) else source)
-        export_dir = source if isinstance(source, Path) else cached_export(source)
-        jobs.append(load_job(export_dir, fp16))
+    for label, export_dir in sources:
+        on_model(label)
+        jobs.append(load_job(export_dir(), precision))
     return jobs

@@ -19,6 +19,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "warmup": (0, 1_000),
     "cooldown": (0, 600),
     "chunk": (1, 10_000),
+    "pace_ms": (0, 60_000),
 }
 AUTO = "auto"  # --cooldown: wait for the phone instead of a fixed sleep
 TARGETS = ("adb", "host")  # where bench measures; the first is the default
@@ -46,9 +47,14 @@ class BenchOptions:
     warmup: int = 10
     cooldown: float | None = None  # None: "auto"; else seconds the runner sleeps after loading
     fp16: bool = False
+    int8: bool = False  # time the export's int8 pair (``export --int8``) instead of fp32
     chunk: int = 10  # runs per runner invocation on the phone (progress granularity)
+    pace_ms: int = 0  # > 0: runs start this far apart, like camera frames (the runner)
+    profile: bool = False  # the runner's per-layer times, into each result's "profile"
 
     def __post_init__(self) -> None:
+        if self.int8 and self.fp16:
+            raise MfnError("--int8 times the int8 pair in fp32 elsewhere; leave --fp16 off")
         counts = self.threads if isinstance(self.threads, tuple) else (self.threads,)
         if len(set(counts)) != len(counts) or not counts:
             raise MfnError(f"--threads {_join(counts)}: give each count once")
@@ -61,6 +67,11 @@ class BenchOptions:
             if value is None and key == "cooldown":
                 continue
             _check(key, value, low, high)
+
+    @property
+    def precision(self) -> str:
+        """Which of the export's ncnn pairs runs: ``fp32``, ``fp16`` or ``int8``."""
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
     @property
     def thread_counts(self) -> tuple[int, ...]:
@@ -100,6 +111,7 @@ class BenchOptions:
 
 
 def _check(key: str, value: object, low: float, high: float) -> None:
+    key = key.replace("_", "-")  # as the option is spelled
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MfnError(f"--{key} {value!r}: expected a number in {low:g}..{high:g}")
     if not low <= value <= high:

@@ -144,10 +144,75 @@ class Table2:
                 f"{source}: {r.target} run {r.created}{' (partial)' if r.partial else ''}: "
                 f"threads {format_threads(o.threads)}, powersave {o.powersave}, "
                 f"warmup {o.warmup}, loops {o.loops}, cooldown {cooldown}, "
-                f"fp16 {'on' if o.fp16 else 'off'}; {where}"
+                f"{o.precision}{f', pace {o.pace_ms} ms' if o.pace_ms else ''}; {where}"
             )
-        more = self.runner_ratios() + self.startup() + self.scaling()
-        return "\n".join(lines + notes + more) + "\n"
+        more = self.runner_ratios() + self.startup() + self.scaling() + self.int8_parity()
+        return "\n".join(lines + notes + more + self.profiles()) + "\n"
+
+    def int8_parity(self) -> list[str]:
+        """int8 runs: each embedding of the fixed face against host fp32 and against host
+        ncnn on the same int8 files."""
+        rows = []
+        for source, r in self.sources:
+            if r.options.precision != "int8":
+                continue
+            for label, m, t in self._records(r):
+                p = t.parity or {}
+                same = p.get("int8_files") or {}
+                rows.append([
+                    m.title or m.name,
+                    label + (f" ({source})" if len(self.sources) > 1 else ""),
+                    _num(p.get("cos")),
+                    _num(same.get("cos")),
+                    "—" if not p else "yes" if p.get("ok") else "NO",
+                ])  # fmt: skip
+        if not rows:
+            return []
+        header = ["Network", "Series", "cos to host fp32", "cos to host int8 (same files)", "ok"]
+        return [
+            "",
+            "int8 parity of the fixed face: against host onnxruntime fp32 (tolerance: the int8 "
+            "gate's worst face) and against host ncnn on the same int8 files (unpacked, exact "
+            "int8 arithmetic as on ARM); onnxruntime and torch run fp32 and are held to fp32's.",
+            "",
+            *_head(header),
+            *["| " + " | ".join(row) + " |" for row in rows],
+        ]
+
+    def profiled(self) -> list[tuple[str, ModelResult, Timing]]:
+        """(series label, network, timing) of every record the runner profiled."""
+        return [
+            (label + (f" ({source})" if len(self.sources) > 1 else ""), m, t)
+            for source, r in self.sources
+            for label, m, t in self._records(r)
+            if t.profile and t.profile.get("layers")
+        ]
+
+    def profiles(self, top: int = 10) -> list[str]:
+        """Per profiled record: time by layer type, and the ``top`` slowest layers."""
+        out: list[str] = []
+        for label, m, t in self.profiled():
+            p = t.profile
+            layers = p["layers"]
+            by_type: dict[str, list[float]] = {}
+            for row in layers:
+                by_type.setdefault(row["type"], []).append(row["ms"])
+            total = p["layers_ms"] or sum(sum(v) for v in by_type.values()) or 1.0
+            out += [
+                "",
+                f"Per-layer profile, {m.title or m.name}, {label}: {p['runs']} profiled run(s), "
+                f"layers sum {p['layers_ms']:.3f} ms, whole run {p['run_ms']:.3f} ms.",
+                "",
+                *_head(["Layer type", "layers", "ms", "share"]),
+            ]
+            for kind, ms in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+                out.append(f"| {kind} | {len(ms)} | {sum(ms):.3f} | {sum(ms) / total:.1%} |")
+            out += ["", *_head(["Slowest layers", "type", "ms", "share"])]
+            for row in sorted(layers, key=lambda r: -r["ms"])[:top]:
+                out.append(
+                    f"| {row['name']} | {row['type']} | {row['ms']:.3f} | {row['share']:.1%} |"
+                )
+        return out
 
     def _records(self, r: Results):
         """(series label, model, timing) of one results file, every record that ran."""
@@ -305,13 +370,19 @@ class Table2:
         width = 0.8 / len(cols)
         x = np.arange(len(nets))
         curves = [(source, c) for source, _, cs in self.curves() for c in cs]
+        profiled = self.profiled()[:1]  # one network's layers: a chart, not a wall
         width_in = max(8, 1.1 * len(nets) + 2)
+        panels = 1 + bool(curves) + bool(profiled)
+        # Wide when there is more than the bars: the legends name network and series.
+        fig, axes = plt.subplots(
+            panels, 1, figsize=(max(width_in, 15) if panels > 1 else width_in, 5 * panels)
+        )
+        axes = list(np.atleast_1d(axes))
+        ax = axes.pop(0)
         if curves:  # a --threads list: the scaling curves below the bars
-            # Wide: the curves' legend names network and series.
-            fig, (ax, ax2) = plt.subplots(2, 1, figsize=(max(width_in, 15), 10))
-            self._plot_scaling(ax2, curves)
-        else:
-            fig, ax = plt.subplots(figsize=(width_in, 5))
+            self._plot_scaling(axes.pop(0), curves)
+        if profiled:
+            self._plot_profile(axes.pop(0), *profiled[0])
         for i, c in enumerate(cols):
             offset = (i - (len(cols) - 1) / 2) * width
             yerr = spread[i] if spread[i].any() else None  # the paper gives no spread
@@ -346,6 +417,24 @@ class Table2:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3)
 
+    def _plot_profile(self, ax, label: str, m: ModelResult, t: Timing) -> None:
+        """One network's layers in execution order, ms each, coloured by layer type."""
+        layers = t.profile["layers"]
+        kinds = list(dict.fromkeys(row["type"] for row in layers))
+        colours = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
+        ax.bar(
+            range(len(layers)),
+            [row["ms"] for row in layers],
+            color=[colours[row["type"]] for row in layers],
+        )
+        for kind in kinds:  # one legend entry per type
+            ax.bar([0], [0], color=colours[kind], label=kind)
+        ax.set_xlabel("layer, in execution order")
+        ax.set_ylabel("ms per run (mean of the profiled runs)")
+        ax.set_title(f"Per-layer time: {m.title or m.name}, {label}")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.grid(axis="y", alpha=0.3)
+
     def plot(self, png: Path) -> None:
         import matplotlib.pyplot as plt
 
@@ -371,6 +460,10 @@ def _cell(t: Timing | None) -> str:
         return "—"
     mark = "‡" if t.status != Status.OK else "†" if t.throttled else ""
     return f"{median:.1f} ± {(t.iqr_ms or 0) / 2:.1f}{mark}"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.6f}"
 
 
 def _ratio(value: float | None, ref: float | None) -> str:

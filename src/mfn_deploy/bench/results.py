@@ -100,6 +100,7 @@ class Timing:
     load_peak_rss_kb: int | None = None  # the runner's VmHWM after loading
     peak_rss_kb: int | None = None  # ... and at its end (a phone: the largest of its chunks)
     ncnn_version: str | None = None
+    profile: dict | None = None  # the runner's --profile: per-layer ms and share
     runtime: dict | None = None  # host litert: version, delegate, threads, input, TFLite file
     # On a phone only:
     pushed: dict | None = None  # file name -> pushed now (False: the same bytes were there)
@@ -121,6 +122,8 @@ class Timing:
         peaks = [p for p in (self.peak_rss_kb, out.get("peak_rss_kb")) if p is not None]
         self.peak_rss_kb = max(peaks) if peaks else None
         self.ncnn_version = out.get("ncnn_version")
+        if out.get("profile"):
+            self.profile = out["profile"]
 
     @property
     def median_ms(self) -> float | None:

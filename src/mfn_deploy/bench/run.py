@@ -32,6 +32,7 @@ class BenchRequest:
     target: str = TARGETS[0]
     models: str | None = None  # "a,b" or "all"
     exports: tuple[Path, ...] = ()
+    pretrained: tuple[str, ...] = ()  # the catalogue's trained models
     serials: tuple[str, ...] = ()  # adb only
     backends: str | None = None  # host only; None: every runtime (litert: TFLite sources)
     options: BenchOptions = field(default_factory=BenchOptions)
@@ -107,6 +108,12 @@ def bench(
     check_writable(request.out)
     target = request.make_target()
     target.check()  # adb and phone problems show before any export
-    jobs = prepare_jobs(request.names, list(request.exports), request.options.fp16, on_model)
+    jobs = prepare_jobs(
+        request.names,
+        list(request.exports),
+        request.options.precision,
+        on_model,
+        list(request.pretrained),
+    )
     results = run_bench(target, jobs, request.options, request.out, on_progress)
     return BenchReport(results, request.out, results.problems())

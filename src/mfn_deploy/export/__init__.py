@@ -19,3 +19,6 @@ DEFAULT_OPSET = 17
 # export, check and the TFLite import judge on the same set.
 DEFAULT_RANDOM_INPUTS = 8
 DEFAULT_PARITY_SEED = 0
+# ``--int8-skip`` takes layer names or these groups (``int8.SKIP_GROUPS`` says which
+# layers each is): every depthwise layer, the 3x3 ones, the global (GDConv) one.
+INT8_SKIP_GROUPS = ("depthwise", "dw3x3", "gdconv")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mfn_deploy.errors import MfnError
-from mfn_deploy.export import calibrate
+from mfn_deploy.export import INT8_SKIP_GROUPS, calibrate
 from mfn_deploy.export.backends import ncnn_runner
 from mfn_deploy.export.ncnn_model import (
     CONV_LIKE,
@@ -143,6 +143,38 @@ class Int8GateError(MfnError):
 def quantizable(model: NcnnModel) -> list[Layer]:
     """The layers that can run int8, in model order."""
     return [layer for layer in model.layers if layer.type in CONV_LIKE and layer.weight is not None]
+
+
+def _gdconv(layer: Layer) -> bool:
+    """The global depthwise convolution: depthwise with a 7x7 (or larger) kernel."""
+    return layer.type == "ConvolutionDepthWise" and layer.int_param("1") >= 7
+
+
+# ``--int8-skip`` names layers, or one of these groups of them. The 3x3 depthwise
+# layers are where int8 costs more than fp32 on ARM (benchmarks/results/
+# arm_instructions_int8.md): keeping them fp32 is the speed-minded choice.
+SKIP_GROUPS = {
+    "depthwise": lambda layer: layer.type == "ConvolutionDepthWise",
+    "dw3x3": lambda layer: layer.type == "ConvolutionDepthWise" and not _gdconv(layer),
+    "gdconv": _gdconv,
+}
+assert tuple(SKIP_GROUPS) == INT8_SKIP_GROUPS
+
+
+def expand_skip(layers: list[Layer], skip: tuple[str, ...]) -> tuple[str, ...]:
+    """``--int8-skip`` as layer names: groups expanded, order kept, or one line naming
+    what is not a layer or a group."""
+    names = [layer.name for layer in layers]
+    unknown = [s for s in skip if s not in names and s not in SKIP_GROUPS]
+    if unknown:
+        raise MfnError(
+            f"--int8-skip: no int8-capable layer or group {', '.join(unknown)}; "
+            f"groups: {', '.join(SKIP_GROUPS)}; layers: {', '.join(names)}"
+        )
+    chosen = set(skip)
+    for group in chosen & SKIP_GROUPS.keys():
+        chosen |= {layer.name for layer in layers if SKIP_GROUPS[group](layer)}
+    return tuple(name for name in names if name in chosen)
 
 
 def _groups(layer: Layer) -> int:
@@ -357,14 +389,8 @@ def quantize(
     """Write the int8 param, bin and table (``out``) of the fp32 pair; return the report."""
     model = read_model(*fp32)
     layers = quantizable(model)
-    names = [layer.name for layer in layers]
-    unknown = [s for s in request.skip if s not in names]
-    if unknown:
-        raise MfnError(
-            f"--int8-skip: no int8-capable layer {', '.join(unknown)}; "
-            f"the layers are {', '.join(names)}"
-        )
-    chosen = [layer for layer in layers if layer.name not in request.skip]
+    skip = expand_skip(layers, request.skip)
+    chosen = [layer for layer in layers if layer.name not in skip]
     (in_blob,) = blobs["inputs"]
     data = request.data
     table = make_table(chosen, *fp32, in_blob, data.calib, request.method)
@@ -391,7 +417,7 @@ def quantize(
         "weight_scales": "127/absmax per output channel (per group for depthwise); "
         "31/absmax for regular 3x3 stride-1 convolutions",
         "layers_int8": len(final),
-        "layers_fp32": {"skipped": list(request.skip), "auto": kept},
+        "layers_fp32": {"skipped": list(skip), "asked": list(request.skip), "auto": kept},
         "gate": {
             "cos_mean_min": gate.cos_mean_min,
             "cos_min": gate.cos_min,
@@ -435,7 +461,9 @@ def quantize_ungated(
     model does not depend on the weights' values. Never what ``export --int8`` writes.
     """
     model = read_model(*fp32)
-    layers = [layer for layer in quantizable(model) if layer.name not in skip]
+    layers = quantizable(model)
+    skip = expand_skip(layers, skip)
+    layers = [layer for layer in layers if layer.name not in skip]
     (in_blob,) = blobs["inputs"]
     table = make_table(layers, *fp32, in_blob, calib, method)
     param, binary, table_path = out
@@ -449,11 +477,15 @@ def format_sensitivity(report: dict, top: int | None = None) -> str:
     rows = report["sensitivity"][:top]
     kept = set(report["layers_fp32"]["skipped"]) | set(report["layers_fp32"]["auto"])
     header = f"{'layer (alone int8)':<24} {'type':<21} {'cos mean':>10} {'cos min':>10}  fp32"
-    lines = [
-        f"int8 sensitivity ({report['method']}, {report['sensitivity_faces']} held-out faces)",
-        header,
-        "-" * len(header),
-    ]
+    lines = (
+        [
+            f"int8 sensitivity ({report['method']}, {report['sensitivity_faces']} held-out faces)",
+            header,
+            "-" * len(header),
+        ]
+        if rows
+        else []
+    )  # top=0: the summary alone
     for r in rows:
         lines.append(
             f"{r['layer']:<24} {r['type']:<21} {r['cos_mean']:>10.6f} {r['cos_min']:>10.6f}"

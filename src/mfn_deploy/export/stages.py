@@ -36,6 +36,14 @@ FP16 = Tolerance(cos_min=0.999, rel_l2_max=5e-2)
 # decisions on it at the fp32 threshold, before anything is written (``int8.quantize``).
 INT8 = Tolerance(cos_min=0.9, rel_l2_max=0.5)
 INT8_GATE = Gate(cos_mean_min=0.995, cos_min=0.98, flips_max=0)
+# One real face through an int8 pair elsewhere (a phone, ``bench --int8``): against host
+# fp32 as close as the gate's worst face, and against host ncnn running the same int8
+# files unpacked (exact int8) close enough that only rounding order differs: ARM
+# computes exact int8 (the trained model: 0.99999), but an fp32 layer between int8
+# ones can round an input to the next level the other way, and x86's packed int8
+# depthwise kernels round differently (0.998 on the trained model).
+INT8_FACE = Tolerance(cos_min=INT8_GATE.cos_min, rel_l2_max=0.2)
+INT8_SAME_FILES = Tolerance(cos_min=0.995, rel_l2_max=0.1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,11 @@ class ArtifactNames:
 
     def ncnn_bin(self, fp16: bool = False) -> str:
         return self.file("ncnn_fp16_bin" if fp16 else "ncnn_bin")
+
+    def ncnn_pair(self, precision: str = "fp32") -> tuple[str, str]:
+        """The param and bin of one precision: ``fp32``, ``fp16`` or ``int8``."""
+        stage = {"fp32": "ncnn", "fp16": "ncnn_fp16", "int8": "ncnn_int8"}[precision]
+        return self.file(f"{stage}_param"), self.file(f"{stage}_bin")
 
 
 @dataclass
