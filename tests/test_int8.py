@@ -373,3 +373,18 @@ def test_arm64_runner_reproduces_ncnn_python(fp32, calibration, quantized, all_i
         ref = ncnn_runner(model["param"], model["bin"], blobs, packing=False)(x[None])
         out = _runner_embedding("arm64-v8a", model, x, tmp_path)
         assert compare(out[None], ref).cos_min >= least
+
+
+def test_readme_quotes_the_pretrained_parity_results():
+    """The README's per-stage parity block is benchmarks/pretrained_parity.py's output,
+    word for word (the script rewrites both), and it shows int8 passing its gate."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- pretrained-parity:begin -->\n")[1].split(
+        "<!-- pretrained-parity:end -->"
+    )[0]
+    assert block == (root / "benchmarks/results/pretrained_parity.md").read_text()
+    assert block.count("parity: all stages within tolerance") == 2
+    assert "ncnn_int8" in block and "--int8-skip depthwise" in block
