@@ -9,6 +9,10 @@ app would hold it); the runner times itself in C++. Start-up: the runner reports
 its load (param, bin), first inference and peak memory; a Python runtime's load is
 building its session or net, and its first call is its cold run. A ``--threads``
 list measures each network at every count in turn, one ``ModelResult`` per count.
+With ``--int8`` the two ncnn runtimes time the int8 pair; onnxruntime, torch and
+LiteRT compute in fp32 whatever ncnn runs and are held to fp32's tolerance.
+``--pace-ms`` spaces the Python runtimes' calls as the runner spaces its runs;
+``--profile`` is the runner's alone.
 ``litert`` times the TFLite file itself (``bench/litert.py``: XNNPACK, batch 1), so
 it needs an export that records one: by default it joins the others for such an
 export; asked for by ``--backends`` on any other export, it is one line before

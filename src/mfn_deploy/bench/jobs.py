@@ -1,9 +1,10 @@
 """Benchmark jobs: the networks a run times (cached default exports or user exports),
 each with a fixed input.
 
-Each job carries the ncnn pair to time, one aligned real face as the fixed input and
-the host onnxruntime embedding of that face, against which every runner's output
-(on the phone or here) is compared.
+Each job carries the ncnn pair to time (fp32, fp16 or int8), one aligned real face as
+the fixed input and the host onnxruntime embedding of that face, against which every
+runner's output (on the phone or here) is compared; an int8 job also carries host
+ncnn's embedding through the same int8 files.
 """
 
 from __future__ import annotations

@@ -173,7 +173,8 @@ class Table2:
             "",
             "int8 parity of the fixed face: against host onnxruntime fp32 (tolerance: the int8 "
             "gate's worst face) and against host ncnn on the same int8 files (unpacked, exact "
-            "int8 arithmetic as on ARM); onnxruntime and torch run fp32 and are held to fp32's.",
+            "int8 arithmetic as on ARM); onnxruntime, torch and LiteRT run fp32 and are held "
+            "to fp32's.",
             "",
             *_head(header),
             *["| " + " | ".join(row) + " |" for row in rows],
