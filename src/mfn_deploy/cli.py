@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mfn_deploy import __version__
 from mfn_deploy.bench.options import HOST_BACKENDS, LIMITS, TARGETS, BenchOptions
-from mfn_deploy.errors import MfnError
+from mfn_deploy.errors import Interrupted, MfnError, on_signal
 from mfn_deploy.export import (  # export/__init__ imports nothing: cheap
     DEFAULT_OPSET,
     DEFAULT_PARITY_SEED,
@@ -1264,17 +1264,10 @@ def report(results: tuple[Path, ...], png: Path | None) -> None:
         click.echo(f"wrote {png}", err=True)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as ^C is: the same finally blocks clean up, the same line is printed."""
-
-
-def _terminate(_signum: int, _frame: object) -> None:
-    raise _Terminated
-
-
 def _interrupted(e: KeyboardInterrupt) -> NoReturn:
     click.echo("error: interrupted", err=True)
-    sys.exit(143 if isinstance(e, _Terminated) else 130)  # 128 + the signal's number
+    signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+    sys.exit(128 + signum)
 
 
 _GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
@@ -1289,7 +1282,8 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _terminate)  # SIGINT already raises KeyboardInterrupt
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     argv = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         code = cli.main(args=argv, prog_name="mfn-deploy", standalone_mode=False)

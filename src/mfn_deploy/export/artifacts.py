@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mfn_deploy.errors import MfnError
+from mfn_deploy.errors import MfnError, raise_if_interrupted
 from mfn_deploy.export.manifest import MANIFEST, written_by_us
 from mfn_deploy.files import sha256_of, umask
 
@@ -142,6 +142,7 @@ def check_replaceable(
 
 
 def _swap(stage: Path, target: Path) -> None:
+    raise_if_interrupted()
     if not os.path.lexists(target):
         stage.replace(target)
         return
