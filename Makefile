@@ -45,7 +45,9 @@ native: setup
 
 # MFN_REQUIRE_NATIVE turns "runner not built" skips into failures: here it is built.
 # The tests run in TEST_WORKERS processes (pytest-xdist), each test file in one of them
-# (its module fixtures are made once; the fake-phone runs of one file never overlap).
+# (its module fixtures are made once; the fake-phone runs of one file never overlap),
+# the longest files first (tests/conftest.py: LONGEST_FIRST) and torch's threads shared
+# out among the workers, who would otherwise fight over the cores.
 TEST_WORKERS ?= 2
 test: setup native
 	MFN_REQUIRE_NATIVE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -16,9 +16,13 @@ variable read at interpreter or library start-up (PYTHON*, locale, LD_*, thread 
 torch's and matplotlib's configuration, HOME, XDG_*), or a server whose imports printed
 anything (a fresh process would print it too).
 
-Server: ``python cli_forkserver.py SOCKET`` (started by ``Client``). Per connection a
-handler process forks the child, sends ``{"pid": ...}``, waits for it and sends
-``{"returncode": ...}`` (negative for a signal, like subprocess).
+torch's intra-op thread count is the test process's (conftest sets one per xdist
+worker on a machine they share, and passes it on): set in the server after its imports,
+the forked children inherit it.
+
+Server: ``python cli_forkserver.py SOCKET [TORCH_THREADS]`` (started by ``Client``).
+Per connection a handler process forks the child, sends ``{"pid": ...}``, waits for it
+and sends ``{"returncode": ...}`` (negative for a signal, like subprocess).
 """
 
 from __future__ import annotations
@@ -206,10 +210,14 @@ def _reap() -> None:
             pass
 
 
-def serve(path: str) -> None:
+def serve(path: str, torch_threads: int | None = None) -> None:
     parent = os.getppid()
     before = dict(os.environ)
     said = _preload()
+    if torch_threads is not None:  # the test process's share of the cores (conftest)
+        import torch
+
+        torch.set_num_threads(torch_threads)
     # What the imports changed in os.environ (cv2 prepends to LD_LIBRARY_PATH).
     preload_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
     startup = startup_env(before)
@@ -245,7 +253,8 @@ def serve(path: str) -> None:
 class Client:
     """Starts the server on first use (one per test process) and stops it at exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, torch_threads: int | None = None) -> None:
+        self.torch_threads = torch_threads  # what the children's torch uses; None: default
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
         self.broken = ""
@@ -262,8 +271,9 @@ class Client:
         self.broken = ""
         self.dir = tempfile.mkdtemp(prefix="mfn-forkserver-")
         self.path = str(Path(self.dir) / "s")
+        threads = [] if self.torch_threads is None else [str(self.torch_threads)]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, self.path],
+            [sys.executable, __file__, self.path, *threads],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -291,6 +301,22 @@ class Client:
     ) -> subprocess.CompletedProcess:
         """``subprocess.run([python, -m, mfn_deploy, *argv], capture_output=True,
         text=True, cwd=cwd, env=env, timeout=timeout)``, forked from the server."""
+        args, collect = self._submit(argv, cwd, env)
+        out, err, code = collect.wait(args, timeout)
+        return subprocess.CompletedProcess(args, code, _text(out), _text(err))
+
+    def start(
+        self, argv: list[str], cwd: str | None, env: dict[str, str] | None, timeout: float
+    ) -> ForkedProcess:
+        """``subprocess.Popen([python, -m, mfn_deploy, *argv], stdout=PIPE, stderr=PIPE,
+        text=True, cwd=cwd, env=env)``, forked from the server; killed after ``timeout``."""
+        args, collect = self._submit(argv, cwd, env)
+        return ForkedProcess(args, collect, timeout)
+
+    def _submit(
+        self, argv: list[str], cwd: str | None, env: dict[str, str] | None
+    ) -> tuple[list[str], _Collect]:
+        """Send one request; the command line it stands for and what collects its output."""
         env = dict(os.environ if env is None else env)
         with self.lock:
             if self.proc is None:
@@ -331,9 +357,7 @@ class Client:
         finally:
             os.close(out_w)
             os.close(err_w)
-        args = [sys.executable, "-m", "mfn_deploy", *argv]
-        out, err, code = _Collect(conn, out_r, err_r).wait(args, timeout)
-        return subprocess.CompletedProcess(args, code, _text(out), _text(err))
+        return [sys.executable, "-m", "mfn_deploy", *argv], _Collect(conn, out_r, err_r)
 
 
 def _text(data: bytes) -> str:
@@ -350,6 +374,7 @@ class _Collect:
         self.chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
         self.inbox = b""
         self.messages: list[dict] = []
+        self.started = threading.Event()  # the child's pid came (or it never will)
         self.sel = selectors.DefaultSelector()
         for f in (out_r, err_r, conn):
             self.sel.register(f, selectors.EVENT_READ)
@@ -368,6 +393,7 @@ class _Collect:
                 break
             self.messages.append(json.loads(self.inbox[4 : 4 + n]))
             self.inbox = self.inbox[4 + n :]
+            self.started.set()
 
     def _timeout(self, args: list[str], timeout: float) -> subprocess.TimeoutExpired:
         if self.messages:
@@ -391,12 +417,60 @@ class _Collect:
                     else:
                         self.sel.unregister(key.fd)
         finally:
+            self.started.set()
             self.sel.close()
             self.conn.close()
             os.close(self.out_r)
             os.close(self.err_r)
         out, err = (b"".join(self.chunks[fd]) for fd in (self.out_r, self.err_r))
         return out, err, self.messages[1]["returncode"]
+
+
+class ForkedProcess:
+    """What the tests use of ``subprocess.Popen`` (``pid``, ``poll``, ``send_signal``,
+    ``communicate``, ``returncode``) for a child of the server; a thread reads its pipes
+    to the end meanwhile, as ``communicate`` would."""
+
+    def __init__(self, args: list[str], collect: _Collect, timeout: float) -> None:
+        self.args = args
+        self.returncode: int | None = None
+        self._collect = collect
+        self._result: tuple[bytes, bytes, int] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._wait, args=(timeout,), daemon=True)
+        self._thread.start()
+
+    def _wait(self, timeout: float) -> None:
+        try:
+            self._result = self._collect.wait(self.args, timeout)
+        except BaseException as e:  # raised again by communicate
+            self._error = e
+
+    @property
+    def pid(self) -> int:
+        self._collect.started.wait()
+        if not self._collect.messages:
+            raise RuntimeError("the fork server's handler died before the child started")
+        return self._collect.messages[0]["pid"]
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not self._thread.is_alive() and self._result:
+            self.returncode = self._result[2]
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        if self._error is not None:
+            raise self._error
+        out, err, self.returncode = self._result
+        return _text(out), _text(err)
 
 
 if __name__ == "__main__":
@@ -406,4 +480,4 @@ if __name__ == "__main__":
     _spec = importlib.util.spec_from_file_location("cli_forkserver", __file__)
     _server = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_server)
-    _server.serve(sys.argv[1])
+    _server.serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)

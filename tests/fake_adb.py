@@ -23,23 +23,32 @@ Faults (per device, in "faults"): ``disconnect_on_run: k`` (the k-th benchmark r
 loses the device: exit 255, and from then on the device is gone),
 ``kill_run: k`` (the k-th benchmark run is SIGKILLed after a moment),
 ``push_fails: true``, ``throttle_on_run: k`` (after run k the hottest zone reads
-85 °C and every core's scaling_max_freq halves, for ``hot_s`` seconds, default 2.5).
+85 °C and every core's scaling_max_freq halves, for ``hot_s`` seconds, default 2.5;
+or, with ``hot_reads: n``, for the next n shell commands that read the clock caps
+(``scaling_max_freq``), cooling before the one after: independent of how fast this
+machine is).
+
+Every call is a new process, so it starts lean: only the standard library's cheap
+modules (no pathlib, shutil or subprocess: together 20 ms of a 45 ms call), and the
+tests start it with ``python -I -S`` (tests/test_device.py), not through whatever
+``python3`` $PATH finds first (a pyenv shim costs 0.1 to 0.3 s a call).
 """
+
+# os and os.path rather than pathlib on purpose: see the docstring's last paragraph.
+# ruff: noqa: PTH101, PTH103, PTH105, PTH113, PTH116, PTH120, PTH123
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-STATE = Path(os.environ.get("FAKE_ADB_STATE", "/nonexistent"))
+STATE = os.environ.get("FAKE_ADB_STATE", "/nonexistent")
 QEMU = {183: ("qemu-aarch64", "cortex-a57"), 40: ("qemu-arm", "cortex-a15")}  # ELF e_machine
 MAPPED = re.compile(r"(?<![\w./-])(/data/local/tmp|/sys)(?=[/\s'\"]|$)")
+join = os.path.join
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -47,77 +56,106 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def load() -> dict:
-    if not STATE.is_file():
+    if not os.path.isfile(STATE):
         fail(f"fake adb: FAKE_ADB_STATE={STATE} missing")
-    return json.loads(STATE.read_text())
+    return json.loads(read_text(STATE))
 
 
-def root_of(state: dict, serial: str) -> Path:
-    return Path(state["root"]) / serial
+def root_of(state: dict, serial: str) -> str:
+    return join(state["root"], serial)
 
 
-def counters(root: Path) -> dict:
-    path = root / ".fake.json"
-    return json.loads(path.read_text()) if path.is_file() else {"runs": 0, "shells": 0}
+def counters(root: str) -> dict:
+    path = join(root, ".fake.json")
+    return json.loads(read_text(path)) if os.path.isfile(path) else {"runs": 0, "shells": 0}
 
 
-def save_counters(root: Path, c: dict) -> None:
-    tmp = root / ".fake.json.tmp"
-    tmp.write_text(json.dumps(c))
-    tmp.replace(root / ".fake.json")
+def save_counters(root: str, c: dict) -> None:
+    tmp = join(root, ".fake.json.tmp")
+    write_text(tmp, json.dumps(c))
+    os.replace(tmp, join(root, ".fake.json"))
 
 
-def init_device(dev: dict, root: Path) -> None:
-    if (root / ".fake.json").is_file():
+def init_device(dev: dict, root: str) -> None:
+    if os.path.isfile(join(root, ".fake.json")):
         return
-    (root / "data/local/tmp").mkdir(parents=True, exist_ok=True)
+    os.makedirs(join(root, "data/local/tmp"), exist_ok=True)
     for i, (gov, cur, top) in enumerate(dev.get("cpus", [])):
-        d = root / f"sys/devices/system/cpu/cpu{i}/cpufreq"
-        d.mkdir(parents=True, exist_ok=True)
+        d = join(root, f"sys/devices/system/cpu/cpu{i}/cpufreq")
+        os.makedirs(d, exist_ok=True)
         for name, value in (
             ("scaling_governor", gov),
             ("scaling_cur_freq", cur),
             ("scaling_max_freq", top),
             ("cpuinfo_max_freq", top),
         ):
-            (d / name).write_text(f"{value}\n")
+            write_text(join(d, name), f"{value}\n")
     for i, (kind, milli) in enumerate(dev.get("thermal", [])):
-        z = root / f"sys/class/thermal/thermal_zone{i}"
-        z.mkdir(parents=True, exist_ok=True)
-        (z / "type").write_text(f"{kind}\n")
-        (z / "temp").write_text(f"{milli}\n")
+        z = join(root, f"sys/class/thermal/thermal_zone{i}")
+        os.makedirs(z, exist_ok=True)
+        write_text(join(z, "type"), f"{kind}\n")
+        write_text(join(z, "temp"), f"{milli}\n")
     props = {"ro.product.cpu.abi": dev.get("abi", "arm64-v8a"), **dev.get("props", {})}
-    (root / "props.txt").write_text("".join(f"[{k}]: [{v}]\n" for k, v in props.items()))
+    write_text(join(root, "props.txt"), "".join(f"[{k}]: [{v}]\n" for k, v in props.items()))
     save_counters(root, {"runs": 0, "shells": 0, "gone": False, "hot_until": None})
 
 
-def set_hot(dev: dict, root: Path, hot: bool) -> None:
+def set_hot(dev: dict, root: str, hot: bool) -> None:
     for i, (_gov, _cur, top) in enumerate(dev.get("cpus", [])):
         cap = top // 2 if hot else top
-        (root / f"sys/devices/system/cpu/cpu{i}/cpufreq/scaling_max_freq").write_text(f"{cap}\n")
+        write_text(
+            join(root, f"sys/devices/system/cpu/cpu{i}/cpufreq/scaling_max_freq"), f"{cap}\n"
+        )
     if dev.get("thermal"):
         milli = 85000 if hot else dev["thermal"][0][1]
-        (root / "sys/class/thermal/thermal_zone0/temp").write_text(f"{milli}\n")
+        write_text(join(root, "sys/class/thermal/thermal_zone0/temp"), f"{milli}\n")
 
 
-def arm_functions(root: Path) -> str:
+def arm_functions(root: str) -> str:
     """bash functions named after every ARM executable under the fake /data/local/tmp."""
     lines = []
-    for path in (root / "data/local/tmp").rglob("*"):
-        if not path.is_file() or not os.access(path, os.X_OK):
-            continue
-        head = path.read_bytes()[:20]
-        if head[:4] != b"\x7fELF":
-            continue
-        machine = int.from_bytes(head[18:20], "little")
-        if machine in QEMU:
-            qemu, cpu = QEMU[machine]
-            lines.append(f'function {path} {{ {qemu} -cpu {cpu} {path} "$@"; }}')
+    for folder, _dirs, files in os.walk(join(root, "data/local/tmp")):
+        for name in files:
+            path = join(folder, name)
+            if not os.path.isfile(path) or not os.access(path, os.X_OK):
+                continue
+            with open(path, "rb") as f:
+                head = f.read(20)
+            if head[:4] != b"\x7fELF":
+                continue
+            machine = int.from_bytes(head[18:20], "little")
+            if machine in QEMU:
+                qemu, cpu = QEMU[machine]
+                lines.append(f'function {path} {{ {qemu} -cpu {cpu} {path} "$@"; }}')
     return "\n".join(lines)
 
 
-def shell(dev: dict, root: Path, command: str) -> int:
+def run_bash(script: str, cwd: str) -> int:
+    """``bash -c script`` in ``cwd``, on this process's stdout and stderr; its status as
+    subprocess reports it (negative: killed by that signal)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(cwd)
+            os.execv("/bin/bash", ["bash", "-c", script])
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def shell(dev: dict, root: str, command: str) -> int:
     c = counters(root)
     c["shells"] += 1
     faults = dev.get("faults", {})
@@ -127,6 +165,12 @@ def shell(dev: dict, root: Path, command: str) -> int:
     if c.get("hot_until") and time.time() > c["hot_until"]:
         c["hot_until"] = None  # the phone has cooled down
         set_hot(dev, root, hot=False)
+    if c.get("hot_reads") is not None and "scaling_max_freq" in command:
+        if c["hot_reads"] <= 0:
+            c["hot_reads"] = None  # cooled down before this reading
+            set_hot(dev, root, hot=False)
+        else:
+            c["hot_reads"] -= 1
     if is_run and faults.get("disconnect_on_run") == c["runs"]:
         c["gone"] = True
         save_counters(root, c)
@@ -142,27 +186,33 @@ def shell(dev: dict, root: Path, command: str) -> int:
     if is_run and faults.get("kill_run") == c["runs"]:
         # The runner is started, then killed from outside: the shell reports 128 + 9.
         mapped = f"( {mapped} ) & p=$!; sleep 0.3; pkill -9 -P $p; kill -9 $p; wait $p"
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join([*prelude, mapped])],
-        check=False,
-        cwd=root / "data/local/tmp",
-        capture_output=True,
-        text=True,
-    )
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    returncode = run_bash("\n".join([*prelude, mapped]), join(root, "data/local/tmp"))
     if is_run and faults.get("throttle_on_run") == c["runs"]:
         set_hot(dev, root, hot=True)
         c = counters(root)
-        c["hot_until"] = time.time() + faults.get("hot_s", 2.5)
+        if "hot_reads" in faults:
+            c["hot_reads"] = faults["hot_reads"]
+        else:
+            c["hot_until"] = time.time() + faults.get("hot_s", 2.5)
         save_counters(root, c)
-    return proc.returncode
+    return returncode
 
 
-def map_remote(root: Path, remote: str) -> Path | None:
+def map_remote(root: str, remote: str) -> str | None:
     if not remote.startswith("/data/local/tmp/"):
         return None
-    return root / remote.lstrip("/")
+    return join(root, remote.lstrip("/"))
+
+
+def copy(src: str, dst: str, mode: bool) -> None:
+    """shutil.copy (``mode``: with the mode bits, as adb push keeps them) or copyfile."""
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        while block := f.read(1 << 20):
+            g.write(block)
+    if mode:
+        os.chmod(dst, os.stat(src).st_mode & 0o7777)
 
 
 def main(argv: list[str]) -> int:
@@ -208,15 +258,15 @@ def main(argv: list[str]) -> int:
         target = map_remote(root, args[1])
         if dev.get("faults", {}).get("push_fails") or target is None:
             fail(f"adb: error: failed to copy '{args[0]}' to '{args[1]}': remote No space left")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(args[0], target)  # keeps the mode bits, as adb push does
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        copy(args[0], target, mode=True)
         print(f"{args[0]}: 1 file pushed, 0 skipped.")
         return 0
     if cmd == "pull" and len(args) == 2:
         source = map_remote(root, args[0])
-        if source is None or not source.is_file():
+        if source is None or not os.path.isfile(source):
             fail(f"adb: error: failed to stat remote object '{args[0]}': No such file")
-        shutil.copyfile(source, args[1])
+        copy(source, args[1], mode=False)
         print(f"{args[0]}: 1 file pulled, 0 skipped.")
         return 0
     fail(f"fake adb: unsupported command {argv}")
