@@ -395,11 +395,17 @@ def test_bad_pace_is_one_line(tiny_model, value):
 
 
 @needs_host
-def test_zero_loops_gives_null_stats(tiny_model):
-    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, "--loops", "0", "--warmup", "0")])
+def test_zero_loops_gives_null_stats_and_dumps_the_cold_run(tiny_model, tmp_path):
+    """--loops 0 --warmup 0: no timed run, and the dump is the cold run's output (one
+    inference: what the ARM parity checks under qemu pay), equal to a timed run's."""
+    cold, timed = tmp_path / "cold.f32", tmp_path / "timed.f32"
+    zero = ("--loops", "0", "--warmup", "0", "--dump", str(cold))
+    result = run_ok([str(HOST_RUNNER), *bench_args(tiny_model, *zero)])
     assert result["times_ms"] == []
     assert result["median_ms"] is None
-    assert result["output_shape"] is None
+    assert result["output_shape"] == [EMBEDDING_DIM]
+    run_ok([str(HOST_RUNNER), *bench_args(tiny_model, "--loops", "1", "--dump", str(timed))])
+    assert cold.read_bytes() == timed.read_bytes()
 
 
 @pytest.mark.parametrize("prefix", RUNNERS)

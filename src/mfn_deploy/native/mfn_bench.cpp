@@ -72,7 +72,8 @@ const char* const kUsage =
     "  --profile            after the timed runs, profile max(loops, 1) more runs layer\n"
     "                       by layer and add \"profile\" to the JSON (see below)\n"
     "  --fp16 on|off        fp16 storage+arithmetic+packed (default off)\n"
-    "  --dump FILE          write the last output as raw little-endian float32\n"
+    "  --dump FILE          write the last output as raw little-endian float32 (with\n"
+    "                       --loops 0 --warmup 0, the cold run's: one inference)\n"
     "  --input-blob NAME    default in0 (pnnx naming)\n"
     "  --output-blob NAME   default out0 (pnnx naming)\n"
     "  --expect-dim N       fail (exit 2) unless the output holds exactly N values,\n"
@@ -419,7 +420,7 @@ long param_or(const ParamLayer& l, int key, long fallback)
 // also checks the input shape against the model on the way, which costs nothing
 // measurable: an InnerProduct's input is extracted (ncnn keeps it for the rest of
 // the run) and its size compared, and with --expect-dim the output size.
-double cold_run(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
+double cold_run(ncnn::Net& net, const Options& o, const ncnn::Mat& in, ncnn::Mat& out)
 {
     const std::vector<ParamLayer> layers = read_param_layers(o.param);
     for (const ParamLayer& l : layers)
@@ -460,7 +461,6 @@ double cold_run(ncnn::Net& net, const Options& o, const ncnn::Mat& in)
     // A shape the layers accept can still be one the model was not made for (a
     // GDConv head on a smaller map gives 4x as many values): compare the output's
     // size with what the caller knows the model gives.
-    ncnn::Mat out;
     if (ex.extract(o.output_blob.c_str(), out) != 0 || out.empty())
         die(1, "inference failed extracting '%s' (input shape wrong for this model?)", o.output_blob.c_str());
     double ms = ms_since(t0);
@@ -802,12 +802,12 @@ int main(int argc, char** argv)
     Pacer pacer(o.pace_ms);
     pacer.wait(); // the cold run is frame 0
     auto first = std::chrono::steady_clock::now();
-    x.cold_ms = cold_run(net, o, in);
+    ncnn::Mat out; // the last run's output: the cold run's until another runs
+    x.cold_ms = cold_run(net, o, in, out);
 
     // Let the SoC shed heat from loading (or a previous run) before measuring.
     if (o.cooldown > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.cooldown));
 
-    ncnn::Mat out;
     for (int i = 0; i < o.warmup; i++)
     {
         pacer.wait();
@@ -831,11 +831,7 @@ int main(int argc, char** argv)
     x.runs_wall_ms = ms_since(first);
     x.peak_rss_kb = vm_kb("VmHWM");
 
-    if (!o.dump.empty())
-    {
-        if (out.empty()) die(2, "--dump needs at least one run (--warmup or --loops > 0)");
-        dump_output(out, o.dump);
-    }
+    if (!o.dump.empty()) dump_output(out, o.dump);
     print_json(o, ms, out, x);
     // Make sure a full pipe or closed stdout is reported, not silently lost.
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "cannot write to stdout: %s", strerror(errno));
