@@ -577,7 +577,7 @@ def count_insns(plugin: Path, model: dict, where: Path, warmup: int, loops: int)
     return int(value)
 
 
-def insns_per_inference(plugin: Path, model: dict, where: Path, extra: int = 32) -> float:
+def insns_per_inference(plugin: Path, model: dict, where: Path, extra: int = 128) -> float:
     # Both runs load the model, do one warm-up inference (which pays the
     # one-off allocation costs) and time nothing (--loops 0). They differ only
     # by `extra` more warm-up inferences, so the difference excludes startup,
