@@ -10,7 +10,7 @@ ncnn's embedding through the same int8 files.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,11 +159,11 @@ def model_names(text: str | None) -> list[str]:
 
 
 def prepare_jobs(
-    models: list[str],
-    exports: list[Path],
+    models: Sequence[str],
+    exports: Sequence[Path],
     precision: str = "fp32",
     on_model: Callable[[str], None] = lambda _name: None,
-    pretrained: list[str] = (),  # type: ignore[assignment]
+    pretrained: Sequence[str] = (),
 ) -> list[ModelJob]:
     """Jobs for registered networks (default weights), the catalogue's trained models
     (``pretrained``) and export directories, in that order.
@@ -178,16 +178,13 @@ def prepare_jobs(
             f"--int8 --models {','.join(models)}: default weights are untrained and cannot "
             "pass the int8 gate; use --pretrained NAME or --export DIR made with export --int8"
         )
-    sources: list[tuple[str, Callable[[], Path]]] = [
-        *((m, functools.partial(cached_export, m)) for m in models),
-        *(
-            (p, functools.partial(cached_pretrained_export, p, int8=precision == "int8"))
-            for p in pretrained
-        ),
-        *((str(e), functools.partial(lambda e: e, e)) for e in exports),
-    ]
+    trained = functools.partial(cached_pretrained_export, int8=precision == "int8")
+    named = [(m, cached_export) for m in models] + [(p, trained) for p in pretrained]
     jobs = []
-    for label, export_dir in sources:
-        on_model(label)
-        jobs.append(load_job(export_dir(), precision))
+    for name, export_dir in named:
+        on_model(name)
+        jobs.append(load_job(export_dir(name), precision))
+    for path in exports:
+        on_model(str(path))
+        jobs.append(load_job(path, precision))
     return jobs
