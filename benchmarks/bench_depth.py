@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from host_latency import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,19 +45,6 @@ CAVEAT = (
     "more ARM instructions than fp32 (benchmarks/results/arm_instructions_int8.md). Read "
     "its per-layer shares, start-up order of magnitude and parity, not its ms."
 )
-
-
-def cli(*args: str, env: dict | None = None) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mfn_deploy", "-q", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"mfn-deploy {args[0]} failed:\n{proc.stderr}")
-    return proc.stdout
 
 
 def main() -> None:

@@ -23,12 +23,14 @@ from mfn_deploy.files import write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cli(*args: str) -> str:
+def cli(*args: str, env: dict | None = None) -> str:
+    """One quiet ``mfn-deploy`` command; its stdout, or the script ends with its stderr."""
     proc = subprocess.run(
         [sys.executable, "-m", "mfn_deploy", "-q", *args],
         check=False,
         capture_output=True,
         text=True,
+        env=env,
     )
     if proc.returncode != 0:
         raise SystemExit(f"mfn-deploy {args[0]} failed:\n{proc.stderr}")

@@ -70,6 +70,21 @@ def run_runner(target: str, cpu: str | None, args: list[str], label: str | None 
     return parse_output(proc, label or cpu or target)
 
 
+def _forked(how: str, argv: list[str], cwd: Path | None, env: dict[str, str] | None):
+    """``how`` ("run" or "start") the CLI forked from the server; None where a fresh
+    interpreter must run it (counted for the summary either way)."""
+    if _forkserver is None:
+        _cli_runs["fresh interpreter: MFN_TEST_FORKSERVER=0"] += 1
+        return None
+    try:
+        proc = getattr(_forkserver, how)(argv, None if cwd is None else str(cwd), env, timeout=600)
+    except ForkserverUnavailableError as e:
+        _cli_runs[f"fresh interpreter: {e}"] += 1
+        return None
+    _cli_runs["forked"] += 1
+    return proc
+
+
 def run_cli(
     *args: object, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -82,15 +97,9 @@ def run_cli(
     MFN_TEST_FORKSERVER=0, a fresh interpreter runs it.
     """
     argv = [str(a) for a in args]
-    if _forkserver is not None:
-        try:
-            proc = _forkserver.run(argv, None if cwd is None else str(cwd), env, timeout=600)
-            _cli_runs["forked"] += 1
-            return proc
-        except ForkserverUnavailableError as e:
-            _cli_runs[f"fresh interpreter: {e}"] += 1
-    else:
-        _cli_runs["fresh interpreter: MFN_TEST_FORKSERVER=0"] += 1
+    proc = _forked("run", argv, cwd, env)
+    if proc is not None:
+        return proc
     return subprocess.run(
         [sys.executable, "-m", "mfn_deploy", *argv],
         capture_output=True,
@@ -108,15 +117,9 @@ def start_cli(*args: object, cwd: Path | None = None, env: dict[str, str] | None
     ``pid``, ``poll``, ``send_signal``, ``communicate``, ``returncode``), forked from
     the server as in ``run_cli``, else a fresh interpreter."""
     argv = [str(a) for a in args]
-    if _forkserver is not None:
-        try:
-            proc = _forkserver.start(argv, None if cwd is None else str(cwd), env, timeout=600)
-            _cli_runs["forked"] += 1
-            return proc
-        except ForkserverUnavailableError as e:
-            _cli_runs[f"fresh interpreter: {e}"] += 1
-    else:
-        _cli_runs["fresh interpreter: MFN_TEST_FORKSERVER=0"] += 1
+    proc = _forked("start", argv, cwd, env)
+    if proc is not None:
+        return proc
     return subprocess.Popen(
         [sys.executable, "-m", "mfn_deploy", *argv],
         stdout=subprocess.PIPE,
