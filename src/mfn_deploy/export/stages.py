@@ -70,16 +70,16 @@ class ArtifactNames:
     def onnx(self) -> str:  # the simplified ONNX: the one to ship
         return self.file("onnx")
 
-    def ncnn_param(self, fp16: bool = False) -> str:
-        return self.file("ncnn_fp16_param" if fp16 else "ncnn_param")
-
-    def ncnn_bin(self, fp16: bool = False) -> str:
-        return self.file("ncnn_fp16_bin" if fp16 else "ncnn_bin")
-
     def ncnn_pair(self, precision: str = "fp32") -> tuple[str, str]:
         """The param and bin of one precision: ``fp32``, ``fp16`` or ``int8``."""
         stage = {"fp32": "ncnn", "fp16": "ncnn_fp16", "int8": "ncnn_int8"}[precision]
         return self.file(f"{stage}_param"), self.file(f"{stage}_bin")
+
+    def ncnn_param(self, fp16: bool = False) -> str:
+        return self.ncnn_pair("fp16" if fp16 else "fp32")[0]
+
+    def ncnn_bin(self, fp16: bool = False) -> str:
+        return self.ncnn_pair("fp16" if fp16 else "fp32")[1]
 
 
 @dataclass
